@@ -1,0 +1,57 @@
+"""keras-ucaps: find and classify macromolecules in cryo-electron tomograms.
+
+Importing this package is cheap: it does not import TensorFlow or Keras. Its
+Keras layers and models register themselves with Keras (so that
+``keras.saving.load_model`` can rebuild them) as soon as Keras is imported,
+whether before or after ``import keras_ucaps``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
+__version__ = "0.1.0"
+
+_KERAS_MODULES = ("keras_ucaps.layers", "keras_ucaps.models")
+_LAZY = {"layers", "models", "io", "data", "classes"}
+
+
+def register_keras_objects() -> None:
+    """Import the modules that register our layers and models with Keras."""
+    for name in _KERAS_MODULES:
+        importlib.import_module(name)
+
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
+    """Registers our Keras objects right after ``import keras`` completes."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("keras")
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            register_keras_objects()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"keras_ucaps.{name}")
+    raise AttributeError(f"module 'keras_ucaps' has no attribute {name!r}")
+
+
+if "keras" in sys.modules:
+    register_keras_objects()
+else:
+    sys.meta_path.insert(0, _RegisterAfterKeras())

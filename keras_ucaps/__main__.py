@@ -1,0 +1,3 @@
+from keras_ucaps.cli import main
+
+main(prog_name="keras-ucaps")

@@ -1,0 +1,25 @@
+"""The ``keras-ucaps`` command line. One module per command; heavy imports
+(TensorFlow, Keras, scipy) happen inside the commands, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import click
+
+from keras_ucaps import __version__
+from keras_ucaps.cli.classes import classes_command
+from keras_ucaps.cli.convert import convert
+from keras_ucaps.cli.targets import targets
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="keras-ucaps")
+def main():
+    """Find and classify macromolecules in cryo-electron tomograms.
+
+    Arrays are (z, y, x); coordinates are x, y, z in voxels unless a file
+    format says Å; voxel sizes are in Å.
+    """
+
+
+for command in (classes_command, convert, targets):
+    main.add_command(command)

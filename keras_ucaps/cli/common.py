@@ -1,0 +1,65 @@
+"""What the commands share: error reporting, voxel-size and table options.
+
+Every command reports an :class:`~keras_ucaps.errors.InputError` as one line,
+``Error: FILE: problem``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from keras_ucaps.errors import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+def reports_input_errors(command):
+    """Turn InputError into a one-line message and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except InputError as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+
+    return wrapper
+
+
+voxel_size_option = click.option(
+    "--voxel-size",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Å per voxel. Read from the tomogram's header when not given; must agree with it when both are.",
+)
+
+table_format_choice = click.Choice(["csv", "relion4", "relion5", "deepfinder", "copick"])
+
+
+def resolve_voxel_size(header: float | None, option: float | None, source: Path | str) -> float:
+    """The voxel size to use, from a header and/or --voxel-size; they must agree."""
+    if header is not None and option is not None and abs(header - option) > 1e-3 * max(header, option):
+        raise InputError(source, f"voxel size {header:g} Å in the header differs from --voxel-size {option:g} Å")
+    voxel_size = option if option is not None else header
+    if voxel_size is None:
+        raise InputError(source, "no voxel size in the header: give --voxel-size")
+    return float(voxel_size)
+
+
+def choose_tomogram(table, requested: str | None, volume_path: Path, table_path: Path) -> str:
+    """Which tomogram of a table a volume is: --tomo, the only one, or the volume's stem."""
+    names = table.tomograms
+    if requested is not None:
+        if requested not in names:
+            raise InputError(table_path, f"holds no tomogram '{requested}' (it holds: {', '.join(names)})")
+        return requested
+    if len(names) <= 1:
+        return names[0] if names else ""
+    if volume_path.stem in names:
+        return volume_path.stem
+    raise InputError(table_path, f"holds tomograms {', '.join(names)}: choose one with --tomo")

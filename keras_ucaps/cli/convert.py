@@ -1,0 +1,53 @@
+"""keras-ucaps convert: particle tables from any format to any other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_ucaps.cli.common import reports_input_errors, table_format_choice, voxel_size_option
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("destination", type=click.Path(path_type=Path))
+@click.option("--from", "from_format", type=table_format_choice, help="Input format (default: from the suffix).")
+@click.option("--to", "to_format", type=table_format_choice, help="Output format (default: from the suffix).")
+@voxel_size_option
+@click.option("--tomogram", type=click.Path(path_type=Path),
+              help="A tomogram the coordinates refer to: gives its size (RELION 5) and voxel size.")
+@click.option("--tomogram-size", nargs=3, type=click.IntRange(min=1), default=None, metavar="X Y Z",
+              help="Tomogram size in voxels, for RELION 5's centred coordinates.")
+@click.option("--classes", "classes_path", type=click.Path(path_type=Path),
+              help="Class registry (JSON) mapping class numbers to names.")
+@click.option("--class-name", default=None, help="Class of every particle when the input names none.")
+@reports_input_errors
+def convert(source, destination, from_format, to_format, voxel_size, tomogram, tomogram_size, classes_path,
+            class_name):
+    """Convert the particle table SOURCE into DESTINATION.
+
+    Formats: csv (voxels), relion4 (RELION 4 / Warp STAR, voxels), relion5
+    (RELION 5 STAR, Å from the tomogram centre), deepfinder (XML, voxels),
+    copick (JSON picks in Å; a folder for several tomograms or classes).
+    """
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.cli.common import resolve_voxel_size
+    from keras_ucaps.io import FormatContext, read_particles, write_particles
+    from keras_ucaps.io.mrc import read_volume
+
+    if tomogram is not None:
+        volume = read_volume(tomogram, mmap=True, check_finite=False)
+        if voxel_size is not None or volume.voxel_size is not None:
+            voxel_size = resolve_voxel_size(volume.voxel_size, voxel_size, tomogram)
+        tomogram_size = tomogram_size or tuple(volume.shape[::-1])
+    context = FormatContext(
+        voxel_size=voxel_size,
+        tomogram_size=tuple(tomogram_size) if tomogram_size else None,
+        classes=ClassRegistry.load(classes_path) if classes_path else None,
+        default_class=class_name,
+    )
+    table = read_particles(source, from_format, context)
+    write_particles(table, destination, to_format, context)
+    click.echo(f"wrote {len(table)} particles ({len(table.tomograms)} tomograms, "
+               f"classes {', '.join(table.classes) or '-'}) to {destination}")

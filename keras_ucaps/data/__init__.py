@@ -1,0 +1,1 @@
+"""Data preparation: synthetic tomograms, training targets, patch stores, tf.data."""

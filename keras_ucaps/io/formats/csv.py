@@ -1,0 +1,60 @@
+"""CSV particle tables: one row per particle, coordinates in voxels.
+
+Columns: ``tomo, class_name, x, y, z`` and, when known, ``rot, tilt, psi``
+(ZYZ, degrees) and ``score``. ``tomo`` may be left out; it then defaults to
+the file's stem; ``class_name`` may be left out when a default class is given.
+Extra columns are ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from keras_ucaps.errors import InputError
+from keras_ucaps.io.atomic import atomic_path
+from keras_ucaps.io.formats.common import FormatContext, float_column, require_columns
+from keras_ucaps.io.particles import ParticleTable
+
+NAME = "csv"
+ANGLES = ("rot", "tilt", "psi")
+
+
+def read(path: Path, context: FormatContext) -> ParticleTable:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype={"tomo": str, "class_name": str}, keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not a readable CSV table ({str(err).splitlines()[0]})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if "class_name" not in frame and context.default_class is not None:
+        frame["class_name"] = context.default_class
+    require_columns(frame.columns, ("class_name", "x", "y", "z"), path, "CSV table")
+    n = len(frame)
+    coords = np.stack([float_column(frame[c], path, c) for c in "xyz"], axis=1) if n else np.zeros((0, 3))
+    angles = np.full((n, 3), np.nan)
+    for i, c in enumerate(ANGLES):
+        if c in frame:
+            angles[:, i] = float_column(frame[c], path, c, allow_nan=True)
+    score = float_column(frame["score"], path, "score", allow_nan=True) if "score" in frame else None
+    tomo = frame["tomo"].fillna("").tolist() if "tomo" in frame else Path(path).stem
+    if frame["class_name"].isna().any():
+        raise InputError(path, f"column class_name is empty in row {int(frame['class_name'].isna().argmax()) + 1}")
+    return ParticleTable.from_columns(coords, frame["class_name"].tolist(), tomo, angles, score)
+
+
+def write(table: ParticleTable, path: Path, context: FormatContext) -> None:
+    import pandas as pd
+
+    columns = {"tomo": table.tomo, "class_name": table.class_name}
+    for i, c in enumerate("xyz"):
+        columns[c] = table.coords[:, i]
+    if table.has_angles:
+        for i, c in enumerate(ANGLES):
+            columns[c] = table.angles[:, i]
+    if table.has_scores:
+        columns["score"] = table.score
+    with atomic_path(path) as tmp:
+        pd.DataFrame(columns).to_csv(tmp, index=False)

@@ -1,0 +1,209 @@
+"""Read and write 3D volumes: MRC/MAP/REC through mrcfile, and HDF5 through h5py.
+
+Arrays are indexed (z, y, x): x is the fastest axis, as in the MRC file. The
+voxel size is in Å per voxel; the origin is the MRC header's origin in Å
+(x, y, z). A voxel size of 0 in a header means "unknown" and is returned as
+``None``: keras-ucaps never writes 0 Å/px.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from keras_ucaps.errors import InputError, KerasUcapsWarning
+from keras_ucaps.io.atomic import atomic_path
+
+MRC_SUFFIXES = (".mrc", ".map", ".rec", ".mrcs", ".st", ".ali")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+MMAP_ABOVE_BYTES = 256 * 2**20
+WRITE_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
+
+
+@dataclasses.dataclass
+class Volume:
+    """A 3D volume and where it sits in space.
+
+    Attributes
+    ----------
+    data : numpy.ndarray
+        The voxels, shape (z, y, x). May be a read-only memory map.
+    voxel_size : float or None
+        Å per voxel, ``None`` where the file did not say.
+    origin : tuple of float
+        Header origin in Å, (x, y, z).
+    path : Path or None
+        The file it was read from.
+    """
+
+    data: np.ndarray
+    voxel_size: float | None
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.data.shape)
+
+
+def is_hdf5(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in HDF5_SUFFIXES
+
+
+def read_volume(
+    path: str | os.PathLike,
+    *,
+    mmap: bool | None = None,
+    dataset: str = "dataset",
+    check_finite: bool = True,
+) -> Volume:
+    """Read a 3D volume from MRC/MAP/REC or HDF5.
+
+    Parameters
+    ----------
+    path : path-like
+        The file. HDF5 is chosen by the suffix .h5/.hdf5/.hdf, MRC otherwise.
+    mmap : bool, optional
+        Memory-map the voxels instead of reading them. By default files larger
+        than 256 MiB are memory-mapped.
+    dataset : str
+        HDF5 dataset holding the volume (DeepFinder uses ``"dataset"``).
+    check_finite : bool
+        Refuse volumes holding NaN or Inf voxels.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or corrupt file; not 3D; NaN or Inf voxels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file" if not path.exists() else "not a file")
+    if mmap is None:
+        mmap = path.stat().st_size > MMAP_ABOVE_BYTES
+    volume = _read_hdf5(path, dataset) if is_hdf5(path) else _read_mrc(path, mmap)
+    if volume.data.ndim != 3 or min(volume.data.shape) < 1:
+        raise InputError(path, f"expected a 3D volume, found shape {volume.data.shape}")
+    if check_finite and not _all_finite(volume.data):
+        raise InputError(path, "volume holds NaN or Inf voxels")
+    return volume
+
+
+def _read_mrc(path: Path, mmap: bool) -> Volume:
+    import mrcfile
+
+    opener = mrcfile.mmap if mmap else mrcfile.open
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mrc = opener(path, mode="r", permissive=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(path, f"not a readable MRC file ({_first_line(err)})") from None
+    try:
+        data = mrc.data
+        if data is None:
+            raise InputError(path, "MRC file holds no data")
+        voxel_size = float(mrc.voxel_size.x) or None
+        if voxel_size is not None:
+            vs = (float(mrc.voxel_size.x), float(mrc.voxel_size.y), float(mrc.voxel_size.z))
+            if data.ndim == 3 and not np.allclose(vs, vs[0], rtol=1e-3):
+                warnings.warn(
+                    f"{path}: anisotropic voxel size {vs} Å, using x = {vs[0]} Å",
+                    KerasUcapsWarning,
+                    stacklevel=3,
+                )
+        origin = tuple(float(mrc.header.origin[axis]) for axis in ("x", "y", "z"))
+        if not mmap:
+            data = np.asarray(data)
+    finally:
+        if not mmap:
+            mrc.close()
+    return Volume(data=data, voxel_size=voxel_size, origin=origin, path=path)
+
+
+def _read_hdf5(path: Path, dataset: str) -> Volume:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if dataset not in f:
+                raise InputError(path, f"no HDF5 dataset '{dataset}' (found: {', '.join(f.keys())})")
+            ds = f[dataset]
+            data = ds[()]
+            voxel_size = float(ds.attrs.get("voxel_size", f.attrs.get("voxel_size", 0.0))) or None
+            origin = tuple(float(v) for v in ds.attrs.get("origin", (0.0, 0.0, 0.0)))
+    except OSError as err:
+        raise InputError(path, f"not a readable HDF5 file ({_first_line(err)})") from None
+    return Volume(data=np.asarray(data), voxel_size=voxel_size, origin=origin, path=path)
+
+
+def _all_finite(data: np.ndarray) -> bool:
+    if not np.issubdtype(data.dtype, np.floating):
+        return True
+    step = max(1, (64 * 2**20) // max(1, data[0].nbytes))
+    return all(np.isfinite(data[z : z + step]).all() for z in range(0, data.shape[0], step))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def write_volume(
+    path: str | os.PathLike,
+    data: np.ndarray,
+    voxel_size: float,
+    *,
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    dtype: str = "float32",
+    dataset: str = "dataset",
+) -> Path:
+    """Write a (z, y, x) volume atomically, keeping voxel size and origin.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; HDF5 by suffix (.h5/.hdf5/.hdf), MRC otherwise.
+    data : numpy.ndarray
+        Shape (z, y, x).
+    voxel_size : float
+        Å per voxel; must be positive (keras-ucaps never writes 0 Å/px).
+    origin : tuple of float
+        Header origin in Å, (x, y, z).
+    dtype : {"float32", "float16", "int8"}
+        Voxel type on disk. ``int8`` suits label maps; values must fit.
+    dataset : str
+        HDF5 dataset name.
+    """
+    path = Path(path)
+    if dtype not in WRITE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(WRITE_DTYPES)}, not {dtype!r}")
+    if voxel_size is None or not voxel_size > 0:
+        raise ValueError(f"{path}: voxel size must be positive, got {voxel_size!r}")
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D (z, y, x) array, got shape {data.shape}")
+    if dtype == "int8" and data.size and (data.min() < -128 or data.max() > 127):
+        raise ValueError(f"{path}: values outside the int8 range cannot be written as int8")
+    data = data.astype(WRITE_DTYPES[dtype], copy=False)
+    with atomic_path(path) as tmp:
+        if is_hdf5(path):
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                ds = f.create_dataset(dataset, data=data)
+                ds.attrs["voxel_size"] = float(voxel_size)
+                ds.attrs["origin"] = np.asarray(origin, dtype=np.float64)
+        else:
+            import mrcfile
+
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(data)
+                mrc.voxel_size = float(voxel_size)
+                mrc.header.origin = tuple(float(v) for v in origin)
+                mrc.update_header_stats()
+    return path

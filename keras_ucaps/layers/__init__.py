@@ -1,0 +1,1 @@
+"""Keras layers of keras-ucaps (capsules); importing this registers them with Keras."""

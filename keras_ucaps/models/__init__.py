@@ -1,0 +1,1 @@
+"""Keras models of keras-ucaps; importing this registers them with Keras."""

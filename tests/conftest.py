@@ -1,0 +1,45 @@
+"""Small synthetic fixtures shared by the tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_ucaps.classes import ClassRegistry
+from keras_ucaps.io import ParticleTable, write_volume
+
+VOXEL_SIZE = 10.0
+SHAPE_ZYX = (24, 32, 40)
+
+
+@pytest.fixture
+def classes() -> ClassRegistry:
+    return ClassRegistry.from_radii({"proteasome": 40.0, "ribosome": 60.0})
+
+
+@pytest.fixture
+def tomogram(tmp_path):
+    """A 24×32×40 (z, y, x) noise volume at 10 Å/voxel."""
+    data = np.random.default_rng(0).normal(size=SHAPE_ZYX).astype(np.float32)
+    return write_volume(tmp_path / "tomo.mrc", data, VOXEL_SIZE, origin=(5.0, 6.0, 7.0))
+
+
+@pytest.fixture
+def table() -> ParticleTable:
+    return ParticleTable.from_columns(
+        [[10.0, 12.0, 8.0], [30.5, 20.0, 12.0], [2.0, 3.0, 20.0]],
+        ["proteasome", "ribosome", "ribosome"],
+        "tomo",
+        angles=[[10.0, 20.0, 30.0], [40.0, 50.0, 60.0], [-70.0, 80.0, 90.0]],
+        score=[0.9, 0.5, 0.7],
+    )
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """Run ``keras-ucaps ARGS`` in a fresh interpreter, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "keras_ucaps", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
