@@ -8,6 +8,8 @@ import click
 from keras_ucaps import __version__
 from keras_ucaps.cli.classes import classes_command
 from keras_ucaps.cli.convert import convert
+from keras_ucaps.cli.show import show
+from keras_ucaps.cli.simulate import simulate
 from keras_ucaps.cli.targets import targets
 
 
@@ -21,5 +23,5 @@ def main():
     """
 
 
-for command in (classes_command, convert, targets):
+for command in (simulate, show, convert, targets, classes_command):
     main.add_command(command)

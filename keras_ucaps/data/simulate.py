@@ -1,0 +1,315 @@
+"""Synthetic cryo-electron tomograms with ground truth.
+
+1. Particles of the chosen classes (and unlabelled distractors) get uniform
+   random rotations and random positions inside a slab, without overlap (their
+   rotated masks, density > 0.1 × max, share no voxel), until a target
+   occupancy of the slab or a particle count is reached.
+2. ``mode="tilt-series"``: project a tilt series about y, apply a per-tilt CTF,
+   add noise at the requested SNR per projection, and reconstruct by weighted
+   back-projection. ``mode="fast"``: missing wedge, CTF and noise applied in 3D
+   Fourier space.
+3. The tomogram is normalised to zero mean and unit variance.
+
+Ground truth: the particle table (x, y, z in voxels; ZYZ angles of the rotation
+applied to the template, as ``scipy.spatial.transform.Rotation.from_euler("ZYZ",
+angles, degrees=True)`` acting on (x, y, z)), the sphere label map and the
+exact shape-mask label map (distractors stay background in both).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from keras_ucaps.classes import ClassRegistry
+from keras_ucaps.data.targets import sphere_targets
+from keras_ucaps.data.templates import MASK_THRESHOLD, Template, load_template
+from keras_ucaps.data.tilt_series import Microscope, fast_tomogram, image_series, reconstruct, tilt_angles
+from keras_ucaps.errors import InputError
+from keras_ucaps.io import ParticleTable, write_particles, write_volume
+
+PRESETS = {
+    # The paper's three size classes: large (4D8Q, here yeast TRiC 4v94), medium (rubisco), tiny (3GL1).
+    "shrec": {"classes": ["4v94", "1bxn", "3gl1"], "distractors": ["1qvr", "2cg9", "3d2f", "1s3x"]},
+    # In-vitro proteasome + ribosome (the paper's experimental data).
+    "invitro": {"classes": ["3j9i", "4v4r"], "distractors": []},
+    # The 12 SHREC'19 classes (4cr2 and 4v94 stand in for 4b4t and 4d8q).
+    "full": {
+        "classes": ["1bxn", "1qvr", "1s3x", "1u6g", "2cg9", "3cf3", "3d2f", "3gl1", "3h84", "3qm1", "4cr2", "4v94"],
+        "distractors": [],
+    },
+}
+SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512, 512)}
+MODES = ("tilt-series", "fast")
+
+
+@dataclasses.dataclass
+class SimulationSettings:
+    """Everything that decides a simulated tomogram (saved beside it as JSON).
+
+    Attributes
+    ----------
+    classes : list of str
+        Labelled particle templates: bundled names or MRC paths.
+    distractors : list of str
+        Unlabelled templates placed as crowding.
+    shape : tuple of int
+        Tomogram shape (z, y, x) in voxels.
+    voxel_size : float
+        Å per voxel.
+    slab_thickness : int, optional
+        Thickness (z, voxels) of the centred slab holding the particles;
+        default three quarters of the tomogram's depth.
+    occupancy : float
+        Fraction of the slab's voxels to cover with particles (0.1–0.3 is cell-like).
+    max_particles : int, optional
+        Stop after this many particles (labelled and distractors).
+    distractor_fraction : float
+        Share of placed particles that are distractors (when any are given).
+    snr : float
+        Signal-to-noise ratio (variance ratio) per projection.
+    tilt_range : tuple of float
+        First tilt, last tilt, step (degrees).
+    mode : {"tilt-series", "fast"}
+    seed : int
+    microscope : Microscope
+    """
+
+    classes: list[str]
+    distractors: list[str] = dataclasses.field(default_factory=list)
+    shape: tuple[int, int, int] = SIZES["shrec"]
+    voxel_size: float = 10.0
+    slab_thickness: int | None = None
+    occupancy: float = 0.1
+    max_particles: int | None = None
+    distractor_fraction: float = 0.2
+    snr: float = 0.1
+    tilt_range: tuple[float, float, float] = (-60.0, 60.0, 3.0)
+    mode: str = "tilt-series"
+    seed: int = 0
+    microscope: Microscope = dataclasses.field(default_factory=Microscope)
+
+    def __post_init__(self):
+        self.shape = tuple(int(n) for n in self.shape)
+        if self.mode not in MODES:
+            raise InputError("--mode", f"unknown mode '{self.mode}' (choose {', '.join(MODES)})")
+        if not self.classes:
+            raise InputError("--classes", "give at least one particle class")
+        if not 0 < self.occupancy < 0.7:
+            raise InputError("--occupancy", f"must lie in (0, 0.7), got {self.occupancy}")
+        if not self.snr > 0:
+            raise InputError("--snr", f"must be positive, got {self.snr}")
+        if len(self.shape) != 3 or min(self.shape) < 8:
+            raise InputError("--shape", f"needs three sizes of at least 8 voxels, got {self.shape}")
+        start, stop, step = self.tilt_range
+        if not (-90 < start < stop < 90 and step > 0):
+            raise InputError("--tilt-range", f"needs -90 < first < last < 90 and a step > 0, got {self.tilt_range}")
+
+    @property
+    def slab(self) -> tuple[int, int]:
+        nz = self.shape[0]
+        thickness = min(nz, self.slab_thickness or int(round(0.75 * nz)))
+        start = (nz - thickness) // 2
+        return start, start + thickness
+
+
+@dataclasses.dataclass
+class Simulation:
+    """A simulated tomogram and its ground truth."""
+
+    tomogram: np.ndarray
+    density: np.ndarray
+    sphere_labels: np.ndarray
+    mask_labels: np.ndarray
+    particles: ParticleTable
+    distractors: ParticleTable
+    classes: ClassRegistry
+    settings: SimulationSettings
+    tilt_series: np.ndarray | None = None
+    clean_tilt_series: np.ndarray | None = None
+    seconds: dict = dataclasses.field(default_factory=dict)
+
+
+def settings_for_preset(preset: str, **overrides) -> SimulationSettings:
+    if preset not in PRESETS:
+        raise InputError("--preset", f"unknown preset '{preset}' (choose {', '.join(PRESETS)})")
+    return SimulationSettings(**{**PRESETS[preset], **overrides})
+
+
+def class_registry(templates: Sequence[Template]) -> ClassRegistry:
+    """Classes named after their templates, labelled 1..K, with the templates' radii."""
+    return ClassRegistry.from_radii({t.name: t.radius for t in templates}, source="simulation")
+
+
+def simulate(settings: SimulationSettings, name: str = "tomo") -> Simulation:
+    """Simulate one tomogram (see the module docstring for the steps)."""
+    rng = np.random.default_rng(settings.seed)
+    seconds = {}
+    start = time.perf_counter()
+    labelled = [load_template(c, settings.voxel_size) for c in settings.classes]
+    crowd = [load_template(c, settings.voxel_size) for c in settings.distractors]
+    classes = class_registry(labelled)
+    density, mask_labels, particles, distractors = place_particles(settings, labelled, crowd, classes, rng, name)
+    seconds["placement"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    series = clean = None
+    if settings.mode == "tilt-series":
+        from keras_ucaps.data.tilt_series import project
+
+        angles = tilt_angles(*settings.tilt_range)
+        projections = project(density, angles)
+        series, clean, _ = image_series(projections, settings.voxel_size, settings.snr, settings.microscope, rng)
+        tomogram = reconstruct(series, angles, settings.shape[0])
+    else:
+        max_tilt = max(abs(settings.tilt_range[0]), abs(settings.tilt_range[1]))
+        tomogram = fast_tomogram(density, settings.voxel_size, settings.snr, max_tilt, settings.microscope, rng)
+    tomogram = ((tomogram - tomogram.mean()) / max(float(tomogram.std()), 1e-12)).astype(np.float32)
+    seconds["imaging"] = time.perf_counter() - start
+
+    sphere_labels = sphere_targets(particles, settings.shape, classes, settings.voxel_size, source="simulation")
+    return Simulation(
+        tomogram=tomogram,
+        density=density,
+        sphere_labels=sphere_labels,
+        mask_labels=mask_labels,
+        particles=particles,
+        distractors=distractors,
+        classes=classes,
+        settings=settings,
+        tilt_series=series,
+        clean_tilt_series=clean,
+        seconds=seconds,
+    )
+
+
+def place_particles(
+    settings: SimulationSettings,
+    labelled: Sequence[Template],
+    crowd: Sequence[Template],
+    classes: ClassRegistry,
+    rng: np.random.Generator,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray, ParticleTable, ParticleTable]:
+    """Place rotated templates without overlap; returns density, mask labels and tables.
+
+    Classes take turns so that counts stay balanced; a template that fails to fit
+    ``attempts`` times in a row is retired, and placement stops when the slab's
+    occupancy or the particle count is reached, or no template fits any more.
+    """
+    from scipy.spatial.transform import Rotation
+
+    shape = settings.shape
+    z0, z1 = settings.slab
+    slab_voxels = (z1 - z0) * shape[1] * shape[2]
+    density = np.zeros(shape, dtype=np.float32)
+    occupied = np.zeros(shape, dtype=bool)
+    mask_labels = np.zeros(shape, dtype=np.uint8)
+    rows = {"labelled": [], "crowd": []}
+    active = [("labelled", t) for t in labelled]
+    n_crowd_turns = 0
+    if crowd and settings.distractor_fraction > 0:
+        # One distractor turn per this many labelled turns keeps the requested share.
+        n_crowd_turns = settings.distractor_fraction / (1 - settings.distractor_fraction) * len(labelled)
+    crowd_credit = 0.0
+    covered = 0
+    attempts = 30
+    failures = {id(t): 0 for t in (*labelled, *crowd)}
+    turn = 0
+    while active:
+        if settings.max_particles is not None and len(rows["labelled"]) + len(rows["crowd"]) >= settings.max_particles:
+            break
+        if covered >= settings.occupancy * slab_voxels:
+            break
+        kind, template = active[turn % len(active)]
+        turn += 1
+        if kind == "labelled" and crowd and n_crowd_turns:
+            crowd_credit += n_crowd_turns / len(labelled)
+            if crowd_credit >= 1:
+                crowd_credit -= 1
+                live = [t for t in crowd if failures[id(t)] < attempts]
+                if live:
+                    kind, template = "crowd", live[rng.integers(len(live))]
+        rotation = Rotation.random(random_state=rng)
+        particle = template.rotated(rotation)
+        mask = particle > MASK_THRESHOLD
+        placed = _try_positions(mask, occupied, shape, (z0, z1), rng, tries=10)
+        if placed is None:
+            failures[id(template)] += 1
+            if failures[id(template)] >= attempts and kind == "labelled":
+                active = [a for a in active if a[1] is not template]
+            continue
+        failures[id(template)] = 0
+        box, inner, centre = placed
+        density[box] += particle[inner]
+        occupied[box] |= mask[inner]
+        covered += int(mask[inner].sum())
+        if kind == "labelled":
+            mask_labels[box][mask[inner]] = classes.label(template.name)
+        angles = rotation.as_euler("ZYZ", degrees=True)
+        rows[kind].append((centre[::-1], template.name, angles))
+    return density, mask_labels, _table(rows["labelled"], name), _table(rows["crowd"], name)
+
+
+def _try_positions(mask, occupied, shape, slab, rng, tries):
+    """A random centre inside the slab where ``mask`` overlaps nothing, or None.
+
+    The particle's box may reach past the volume's x/y/z borders (it is
+    clipped); its centre lies inside the slab.
+    """
+    half = np.asarray(mask.shape) // 2
+    z0, z1 = slab
+    for _ in range(tries):
+        centre = np.array([rng.integers(z0, z1), rng.integers(0, shape[1]), rng.integers(0, shape[2])])
+        lo = centre - half
+        hi = lo + np.asarray(mask.shape)
+        clip_lo = np.maximum(lo, [z0, 0, 0])
+        clip_hi = np.minimum(hi, [z1, shape[1], shape[2]])
+        box = tuple(slice(a, b) for a, b in zip(clip_lo, clip_hi, strict=True))
+        inner = tuple(slice(a - l, b - l) for a, b, l in zip(clip_lo, clip_hi, lo, strict=True))
+        # Keep the particle whole inside the slab: a mask cut by the slab's faces is rejected.
+        if mask[inner].sum() < mask.sum() * (0.999 if (lo[0] < z0 or hi[0] > z1) else 0.0):
+            continue
+        if not (occupied[box] & mask[inner]).any():
+            return box, inner, centre.astype(np.float64)
+    return None
+
+
+def _table(rows, name: str) -> ParticleTable:
+    if not rows:
+        return ParticleTable.empty()
+    coords, names, angles = zip(*rows, strict=True)
+    return ParticleTable.from_columns(np.array(coords), list(names), name, angles=np.array(angles))
+
+
+def write_simulation(sim: Simulation, out: Path, name: str = "tomo") -> dict[str, Path]:
+    """Write a simulation's files into ``out`` (each atomically); returns them by role.
+
+    ``NAME.mrc`` (tomogram), ``NAME_labels.mrc`` (spheres), ``NAME_masks.mrc``
+    (shapes), ``NAME_particles.csv`` / ``.star`` (truth, voxels),
+    ``NAME_distractors.csv``, ``classes.json`` and ``NAME_settings.json``.
+    """
+    out = Path(out)
+    vs = sim.settings.voxel_size
+    files = {
+        "tomogram": write_volume(out / f"{name}.mrc", sim.tomogram, vs),
+        "labels": write_volume(out / f"{name}_labels.mrc", sim.sphere_labels, vs, dtype="int8"),
+        "masks": write_volume(out / f"{name}_masks.mrc", sim.mask_labels, vs, dtype="int8"),
+        "particles": write_particles(sim.particles, out / f"{name}_particles.csv"),
+        "star": write_particles(sim.particles, out / f"{name}_particles.star"),
+        "distractors": write_particles(sim.distractors, out / f"{name}_distractors.csv"),
+        "classes": sim.classes.save(out / "classes.json"),
+    }
+    settings = dataclasses.asdict(sim.settings)
+    settings["seconds"] = {k: round(v, 2) for k, v in sim.seconds.items()}
+    from keras_ucaps.io.atomic import atomic_path
+
+    with atomic_path(out / f"{name}_settings.json") as tmp:
+        tmp.write_text(json.dumps(settings, indent=2) + "\n")
+    files["settings"] = out / f"{name}_settings.json"
+    return files

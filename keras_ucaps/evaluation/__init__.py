@@ -1,0 +1,1 @@
+"""Scoring picks against ground truth, and pictures of tomograms and picks."""
