@@ -1,0 +1,27 @@
+"""The package as a fresh user meets it: README commands, CI, lazy imports, Keras registration."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands():
+    return re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def test_readme_opens_with_two_setup_commands_and_ci_runs_the_test_one():
+    main_command, test_command = readme_commands()[:2]
+    assert "keras-ucaps" in main_command and "pytest" in test_command
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_importing_the_package_does_not_import_tensorflow():
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, keras_ucaps, keras_ucaps.io, keras_ucaps.cli, keras_ucaps.data.simulate;"
+         "print([m for m in ('tensorflow', 'keras') if m in sys.modules])"],
+        capture_output=True, text=True, check=True,
+    )
+    assert probe.stdout.strip() == "[]"
