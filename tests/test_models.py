@@ -1,0 +1,94 @@
+"""Both architectures: exact sizes, shapes, saving, loading from plain Keras, other backends."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ucaps.models import UCaps3D, UNet3D, build_model
+
+
+@pytest.mark.parametrize("num_classes, expected", [(2, 2_992_983), (3, 3_179_608)])
+def test_ucaps_parameter_count_matches_the_reference(num_classes, expected):
+    model = UCaps3D(num_classes)
+    assert model.count_params() == expected
+    reconstruction = sum(model.get_layer(n).count_params() for n in ("reconstruct_1", "reconstruct_2",
+                                                                      "reconstruction"))
+    assert reconstruction == 16_705
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 13])
+def test_unet_parameter_count_matches_deepfinder(num_classes):
+    assert UNet3D(num_classes).count_params() == 902_928 + 33 * num_classes
+
+
+def test_ablation_options_change_the_network():
+    assert UCaps3D(3, levels=2).count_params() < UCaps3D(3).count_params()
+    assert UCaps3D(3, encoder_kernel_size=5).count_params() > UCaps3D(3).count_params()
+    dilated = UCaps3D(3, dilation=True)
+    assert dilated.get_layer("features_2_conv").dilation_rate == (2, 2, 2)
+    assert UNet3D(3, normalization="batch").count_params() > UNet3D(3).count_params()
+
+
+@pytest.mark.parametrize("model, side", [(UCaps3D(3), 16), (UCaps3D(2, levels=2), 8), (UNet3D(3), 16)])
+def test_outputs_are_per_voxel_probabilities(model, side):
+    x = np.random.default_rng(0).normal(size=(2, side, side, 2 * side, 1)).astype(np.float32)
+    out = model(x)
+    probabilities = keras.ops.convert_to_numpy(out["probabilities"])
+    assert probabilities.shape == (2, side, side, 2 * side, model.num_classes)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+    if isinstance(model, UCaps3D):
+        assert tuple(out["reconstruction"].shape) == (2, side, side, 2 * side, 1)
+        down = 2**model.levels
+        assert tuple(out["capsule_lengths"].shape) == (2, side // down, side // down, 2 * side // down,
+                                                       model.num_classes)
+
+
+@pytest.mark.parametrize("architecture", ["ucaps", "unet"])
+def test_keras_file_round_trip_gives_identical_outputs(tmp_path, architecture):
+    model = build_model(architecture, 3)
+    x = np.random.default_rng(1).normal(size=(1, 16, 16, 16, 1)).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(model(x)["probabilities"])
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert type(loaded) is type(model) and loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)["probabilities"]), expected)
+
+
+@pytest.mark.parametrize("order", ["keras_ucaps first", "keras first"])
+def test_a_plain_keras_script_loads_a_saved_model_after_import_keras_ucaps(tmp_path, order):
+    UNet3D(2, name="saved").save(tmp_path / "unet.keras")
+    imports = "import keras_ucaps; import keras" if order == "keras_ucaps first" else "import keras; import keras_ucaps"
+    script = f"{imports}; m = keras.saving.load_model({str(tmp_path / 'unet.keras')!r}); print(type(m).__name__)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("UNet3D")
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_tiny_forward_pass_under_each_backend(backend):
+    script = (
+        "import numpy as np, keras; from keras_ucaps.models import UCaps3D, UNet3D; "
+        "x = np.random.default_rng(0).normal(size=(1, 8, 8, 8, 1)).astype('float32'); "
+        "u = UCaps3D(2, levels=2)(x)['probabilities']; n = UNet3D(2, filters=(4, 6, 8))(x)['probabilities']; "
+        "print(keras.backend.backend(), tuple(u.shape), tuple(n.shape), float(np.asarray(u).sum()))"
+    )
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    name, *rest = result.stdout.split()
+    assert name == backend
+    assert "(1, 8, 8, 8, 2)" in result.stdout
+    assert float(rest[-1]) == pytest.approx(512.0, rel=1e-4)  # probabilities sum to 1 per voxel
+
+
+def test_layers_use_only_keras_ops():
+    from pathlib import Path
+
+    import keras_ucaps.layers.capsules as capsules
+
+    source = Path(capsules.__file__).read_text()
+    assert "import tensorflow" not in source and "tf." not in source
