@@ -15,7 +15,8 @@ import sys
 
 __version__ = "0.1.0"
 
-_KERAS_MODULES = ("keras_ucaps.layers", "keras_ucaps.models")
+_KERAS_MODULES = ("keras_ucaps.layers", "keras_ucaps.models", "keras_ucaps.training.losses",
+                  "keras_ucaps.training.metrics")
 _LAZY = {"layers", "models", "io", "data", "classes"}
 
 

@@ -8,6 +8,8 @@ import click
 from keras_ucaps import __version__
 from keras_ucaps.cli.classes import classes_command
 from keras_ucaps.cli.convert import convert
+from keras_ucaps.cli.fit import fit
+from keras_ucaps.cli.patches import patches
 from keras_ucaps.cli.show import show
 from keras_ucaps.cli.simulate import simulate
 from keras_ucaps.cli.targets import targets
@@ -23,5 +25,5 @@ def main():
     """
 
 
-for command in (simulate, show, convert, targets, classes_command):
+for command in (simulate, show, convert, targets, classes_command, patches, fit):
     main.add_command(command)

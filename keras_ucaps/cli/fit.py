@@ -1,0 +1,71 @@
+"""keras-ucaps fit: train a 3D-UCaps or 3D-UNet on a patch store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from keras_ucaps.cli.common import reports_input_errors
+
+
+@click.command()
+@click.option("--model", "architecture", type=click.Choice(["ucaps", "unet"]), default="ucaps", show_default=True)
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Patch store from `keras-ucaps patches`.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (e.g. runs/NAME).")
+@click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--patience", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Epochs without validation improvement before stopping (the rate halves after a third).")
+@click.option("--mixed-precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "bf16", "fp16", "off"]),
+              help="auto: float16 on GPU, bfloat16 on CPU.")
+@click.option("--steps-per-epoch", default=None, type=click.IntRange(min=1),
+              help="Training batches per epoch (default: one pass over the training patches).")
+@click.option("--validation-steps", default=None, type=click.IntRange(min=1),
+              help="Validation batches per epoch (default: all validation patches).")
+@click.option("--levels", default=None, type=click.Choice(["2", "3"]), help="UCaps encoder levels (default 3).")
+@click.option("--reconstruction", default="mse", show_default=True, type=click.Choice(["mse", "bce"]),
+              help="UCaps reconstruction loss.")
+@click.option("--folds", default=None, type=click.IntRange(min=2),
+              help="K-fold cross-validation by tomogram: K runs in OUT/fold_K, then the mean and spread.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@reports_input_errors
+def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mixed_precision, steps_per_epoch,
+        validation_steps, levels, reconstruction, folds, resume, seed):
+    """Train a model; writes weights_best.keras, weights_last.keras, config.json, history.csv and logs/ into OUT."""
+    import numpy as np
+
+    from keras_ucaps.training.fit import FitSettings, write_json
+    from keras_ucaps.training.fit import fit as run_fit
+
+    options = {"levels": int(levels)} if levels and architecture == "ucaps" else {}
+    settings = FitSettings(model=architecture, data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
+                           learning_rate=learning_rate, patience=patience, mixed_precision=mixed_precision,
+                           steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, seed=seed,
+                           model_options=options, reconstruction=reconstruction)
+    if folds is None:
+        best = run_fit(settings, resume=resume)
+        click.echo(f"best epoch {best.get('epoch')}: " + _format(best))
+        return
+    results = []
+    for k in range(folds):
+        fold_settings = FitSettings(**{**settings.__dict__, "out": str(out / f"fold_{k}"), "folds": folds, "fold": k})
+        resume_fold = resume and (out / f"fold_{k}" / "config.json").exists()
+        results.append(run_fit(fold_settings, resume=resume_fold))
+        click.echo(f"fold {k}: best epoch {results[-1].get('epoch')}: " + _format(results[-1]))
+    keys = sorted({k for r in results for k in r if k.startswith("val_")})
+    summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}
+               for k in keys}
+    write_json(out / "folds.json", {"folds": folds, "per_fold": results, "summary": summary})
+    click.echo(f"{folds}-fold cross-validation (mean ± std over folds):")
+    for k, v in summary.items():
+        click.echo(f"  {k}: {v['mean']:.4f} ± {v['std']:.4f}")
+    click.echo(json.dumps({"summary": str(out / "folds.json")}))
+
+
+def _format(logs: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()) if k.startswith("val_"))

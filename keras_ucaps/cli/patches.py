@@ -1,0 +1,98 @@
+"""keras-ucaps patches: cut training patches into an HDF5 patch store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
+
+
+@click.command()
+@click.option("--tomogram", "tomograms", multiple=True, type=click.Path(path_type=Path),
+              help="A tomogram (repeat for several).")
+@click.option("--particles", "tables", multiple=True, type=click.Path(path_type=Path),
+              help="Its particle table (one per --tomogram, or one table naming every tomogram).")
+@click.option("--labels", "label_maps", multiple=True, type=click.Path(path_type=Path),
+              help="Label maps to use instead of spheres from the particle tables (one per --tomogram).")
+@click.option("--simulation", "simulation", type=click.Path(path_type=Path),
+              help="A folder written by `keras-ucaps simulate`: takes every tomogram in it, its particles "
+                   "and classes.json.")
+@click.option("--classes", "classes_path", type=click.Path(path_type=Path),
+              help="Class registry (JSON); the task is its class list.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Patch store to write (HDF5).")
+@click.option("--patch-size", default=64, show_default=True, type=click.Choice(["32", "48", "64"]),
+              help="Patch side in voxels (smaller patches help tiny particles).")
+@click.option("--per-particle", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Patches around each particle (each with its own jitter).")
+@click.option("--jitter", default=1 / 3, show_default=True, type=float,
+              help="Random offset of patch centres, as a fraction of the patch side.")
+@click.option("--background-fraction", default=0.2, show_default=True, type=click.FloatRange(min=0),
+              help="Random background patches, per particle patch.")
+@click.option("--validation-fraction", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
+              help="Share of tomograms held out (or of the x extent, with one tomogram).")
+@click.option("--radius-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Multiply class radii for the sphere labels.")
+@voxel_size_option
+@click.option("--seed", default=0, show_default=True, type=int)
+@reports_input_errors
+def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_size, per_particle, jitter,
+            background_fraction, validation_fraction, radius_scale, voxel_size, seed):
+    """Cut patches around particles (and of background) into one HDF5 file for `fit`.
+
+    Validation patches come from separate tomograms when there are two or
+    more, else from the last fifth of the tomogram along x, never from patches
+    neighbouring training ones.
+    """
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.cli.common import choose_tomogram, resolve_voxel_size
+    from keras_ucaps.data.patches import PatchSettings, Source, build_patch_store
+    from keras_ucaps.data.targets import sphere_targets
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.io import FormatContext, read_particles, read_volume
+
+    if simulation is not None:
+        found = sorted(p for p in simulation.glob("*.mrc")
+                       if (simulation / f"{p.stem}_particles.csv").is_file())
+        if not found:
+            raise InputError(simulation, "holds no simulated tomograms (NAME.mrc with NAME_particles.csv)")
+        tomograms = tuple(tomograms) + tuple(found)
+        tables = tuple(tables) + tuple(simulation / f"{p.stem}_particles.csv" for p in found)
+        classes_path = classes_path or simulation / "classes.json"
+    if not tomograms:
+        raise InputError("--tomogram", "give at least one tomogram (or --simulation)")
+    if classes_path is None:
+        raise InputError("--classes", "give the class registry (keras-ucaps classes NAME=RADIUS ... --out FILE)")
+    if len(tables) not in (1, len(tomograms)):
+        raise InputError("--particles", f"give one table per tomogram ({len(tomograms)}) or one for all")
+    if label_maps and len(label_maps) != len(tomograms):
+        raise InputError("--labels", f"give one label map per tomogram ({len(tomograms)})")
+    classes = ClassRegistry.load(classes_path)
+    settings = PatchSettings(patch_size=int(patch_size), jitter=jitter, per_particle=per_particle,
+                             background_fraction=background_fraction, validation_fraction=validation_fraction,
+                             seed=seed)
+    sources, common_voxel_size = [], None
+    for i, tomo_path in enumerate(tomograms):
+        volume = read_volume(tomo_path)
+        vs = resolve_voxel_size(volume.voxel_size, voxel_size, tomo_path)
+        if common_voxel_size is not None and abs(vs - common_voxel_size) > 1e-3 * vs:
+            raise InputError(tomo_path, f"voxel size {vs:g} Å differs from the first tomogram's "
+                                        f"{common_voxel_size:g} Å")
+        common_voxel_size = vs
+        table_path = tables[i if len(tables) > 1 else 0]
+        table = read_particles(table_path, context=FormatContext(voxel_size=vs, tomogram_size=volume.shape[::-1],
+                                                                 classes=classes))
+        table = table.where(tomo=choose_tomogram(table, None, tomo_path, table_path))
+        if label_maps:
+            labels = read_volume(label_maps[i]).data
+            if labels.shape != volume.shape:
+                raise InputError(label_maps[i], f"label map {labels.shape} does not match the tomogram {volume.shape}")
+        else:
+            labels = sphere_targets(table, volume.shape, classes, vs, radius_scale=radius_scale, source=str(table_path))
+        sources.append(Source(name=tomo_path.stem, volume=volume, particles=table, labels=labels))
+    summary = build_patch_store(sources, classes, common_voxel_size, out, settings)
+    click.echo(f"wrote {out}: {summary['patches']} patches of {summary['patch_size']}³ at "
+               f"{summary['voxel_size']:g} Å, validation by {summary['split_method']}")
+    for key in ("train", "validation"):
+        click.echo(f"  {key:>10}: " + ", ".join(f"{k} {v}" for k, v in summary[key].items()))

@@ -1,0 +1,143 @@
+"""Stream patches from the HDF5 store into training with tf.data.
+
+h5py files are opened inside the generators (one handle per reader, so readers
+never share state), several readers interleave, and each patch is z-scored on
+its own, exactly as inference z-scores each tile of the same size. Targets are
+packed per model output:
+
+- ``probabilities``: the label patch (z, y, x), uint8;
+- ``reconstruction`` (UCaps): the z-scored image and a foreground mask, (z, y, x, 2);
+- ``capsule_lengths`` (UCaps): the labels at the final capsules' resolution
+  (every 2**levels-th voxel, centre-aligned), (z', y', x').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from keras_ucaps.classes import ClassRegistry
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreInfo:
+    """What a patch store says about itself."""
+
+    path: str
+    classes: ClassRegistry
+    voxel_size: float
+    patch_size: int
+    tomograms: list[str]
+    split: np.ndarray
+    tomogram: np.ndarray
+    class_voxels: np.ndarray
+
+    def indices(self, part: int) -> np.ndarray:
+        return np.flatnonzero(self.split == part)
+
+
+def read_store_info(path: str | os.PathLike) -> StoreInfo:
+    import h5py
+
+    from keras_ucaps.errors import InputError
+
+    if not os.path.isfile(path):
+        raise InputError(path, "no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("images", "labels", "split", "tomogram") if k not in f]
+            if missing:
+                raise InputError(path, f"not a keras-ucaps patch store (no {', '.join(missing)})")
+            return StoreInfo(
+                path=str(path),
+                classes=ClassRegistry.from_dict(json.loads(f.attrs["classes"]), str(path)),
+                voxel_size=float(f.attrs["voxel_size"]),
+                patch_size=int(f.attrs["patch_size"]),
+                tomograms=json.loads(f.attrs["tomograms"]),
+                split=f["split"][()],
+                tomogram=f["tomogram"][()],
+                class_voxels=np.asarray(json.loads(f.attrs["class_voxels"]), dtype=np.float64),
+            )
+    except OSError as err:
+        raise InputError(path, f"not a readable HDF5 file ({err})") from None
+
+
+def normalize_patch(image):
+    """Z-score one patch (or tile): zero mean, unit variance. Works on numpy or tf tensors."""
+    import tensorflow as tf
+
+    image = tf.cast(image, tf.float32)
+    mean = tf.reduce_mean(image)
+    std = tf.math.reduce_std(image)
+    return (image - mean) / tf.maximum(std, 1e-6)
+
+
+def make_dataset(
+    info: StoreInfo,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    outputs: tuple[str, ...] = ("probabilities",),
+    capsule_stride: int = 8,
+    shuffle: bool = True,
+    augment: bool = True,
+    repeat: bool = True,
+    readers: int = 2,
+    seed: int = 0,
+):
+    """A tf.data pipeline of (image, targets) batches from the patches ``indices``.
+
+    Each epoch visits every patch once (shuffled); ``repeat`` loops forever.
+    """
+    import h5py
+    import tensorflow as tf
+
+    from keras_ucaps.data.augment import augment as augment_fn
+
+    indices = np.asarray(indices, dtype=np.int64)
+    size = info.patch_size
+    path = info.path
+    readers = max(1, min(readers, len(indices)))
+
+    def reader(shard: int, epoch_seed: int):
+        order = np.random.default_rng(epoch_seed).permutation(indices) if shuffle else indices
+        with h5py.File(path, "r") as f:
+            images, labels = f["images"], f["labels"]
+            for i in order[shard::readers]:
+                yield images[i], labels[i]
+
+    signature = (tf.TensorSpec((size, size, size), tf.float16), tf.TensorSpec((size, size, size), tf.uint8))
+
+    def epoch(epoch_index):
+        shards = tf.data.Dataset.range(readers)
+        return shards.interleave(
+            lambda shard: tf.data.Dataset.from_generator(
+                reader, output_signature=signature, args=(shard, epoch_index + seed * 100003)),
+            cycle_length=readers, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle,
+        )
+
+    epochs = tf.data.Dataset.range(2**62 if repeat else 1)
+    ds = epochs.flat_map(epoch)
+    if shuffle:
+        ds = ds.shuffle(max(8, 4 * batch_size), seed=seed)
+    ds = ds.enumerate()
+
+    def prepare(step, pair):
+        image, labels = pair
+        image = normalize_patch(image)
+        if augment:
+            image, labels = augment_fn(image, labels, tf.stack([tf.cast(seed, tf.int64), step]))
+        targets = {"probabilities": labels}
+        if "reconstruction" in outputs:
+            targets["reconstruction"] = tf.stack([image, tf.cast(labels > 0, tf.float32)], axis=-1)
+        if "capsule_lengths" in outputs:
+            offset = capsule_stride // 2
+            targets["capsule_lengths"] = labels[offset::capsule_stride, offset::capsule_stride,
+                                                offset::capsule_stride]
+        return image[..., None], targets
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)

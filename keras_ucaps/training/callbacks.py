@@ -1,0 +1,140 @@
+"""Callbacks that make a run resumable and its files safe to read at any moment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_ucaps.io.atomic import atomic_path
+
+MONITOR = "val_loss"
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose counters survive a restart."""
+
+    def __init__(self, state: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self._resume_state = state
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._resume_state:
+            self.wait, self.best = self._resume_state["wait"], self._resume_state["best"]
+
+    def state(self) -> dict:
+        return {"wait": int(self.wait), "best": float(self.best) if self.best is not None else None}
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose counters survive a restart (the rate itself is optimizer state)."""
+
+    def __init__(self, state: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self._resume_state = state
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._resume_state:
+            self.wait = self._resume_state["wait"]
+            self.best = self._resume_state["best"]
+            self.cooldown_counter = self._resume_state["cooldown_counter"]
+
+    def state(self) -> dict:
+        return {"wait": int(self.wait), "best": float(self.best), "cooldown_counter": int(self.cooldown_counter)}
+
+
+def schedule_callbacks(patience: int, state: dict | None) -> tuple[ResumableEarlyStopping,
+                                                                    ResumableReduceLROnPlateau]:
+    """Early stopping after ``patience`` epochs without improvement; the learning rate
+    halves after ``max(2, patience // 3)``."""
+    state = state or {}
+    return (
+        ResumableEarlyStopping(state.get("early_stopping"), monitor=MONITOR, patience=patience),
+        ResumableReduceLROnPlateau(state.get("plateau"), monitor=MONITOR, factor=0.5,
+                                   patience=max(2, patience // 3), min_lr=1e-7),
+    )
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """After each epoch: the best model if validation loss improved, the last
+    model, and a checkpoint (weights, optimizer variables, callback state)
+    swapped into ``out/checkpoint`` as a whole."""
+
+    def __init__(self, out: Path, schedule: tuple, state: dict | None = None):
+        super().__init__()
+        self.out = Path(out)
+        self.early_stopping, self.plateau = schedule
+        self.best = state["best"] if state else np.inf
+        self.best_logs = state["best_logs"] if state else {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        current = logs.get(MONITOR, np.inf)
+        if current < self.best:
+            self.best, self.best_logs = current, {**logs, "epoch": epoch + 1}
+            self._save_model(self.out / "weights_best.keras")
+        self._save_model(self.out / "weights_last.keras")
+        state = {
+            "epoch": epoch + 1,
+            "best": float(self.best),
+            "best_logs": self.best_logs,
+            "early_stopping": self.early_stopping.state(),
+            "plateau": self.plateau.state(),
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+        }
+        new = self.out / "checkpoint.new"
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir(parents=True)
+        self.model.save_weights(new / "model.weights.h5")
+        np.savez(new / "optimizer.npz", *[keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables])
+        (new / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+        _fsync_dir(new)
+        current_dir, old = self.out / "checkpoint", self.out / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if current_dir.exists():
+            os.rename(current_dir, old)
+        os.rename(new, current_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _save_model(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            self.model.save(tmp)
+
+    @staticmethod
+    def checkpoint_dir(out: Path) -> Path | None:
+        """The last complete checkpoint folder (``checkpoint.old`` if a swap was interrupted)."""
+        for name in ("checkpoint", "checkpoint.old"):
+            folder = Path(out) / name
+            if (folder / "state.json").is_file():
+                return folder
+        return None
+
+    @classmethod
+    def load_state(cls, out: Path) -> dict | None:
+        folder = cls.checkpoint_dir(out)
+        return json.loads((folder / "state.json").read_text()) if folder else None
+
+    @classmethod
+    def restore(cls, out: Path, model) -> None:
+        """Load the checkpoint's weights and optimizer variables into a compiled model."""
+        folder = cls.checkpoint_dir(out)
+        model.load_weights(folder / "model.weights.h5")
+        model.optimizer.build(model.trainable_variables)
+        saved = np.load(folder / "optimizer.npz")
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        if len(values) != len(model.optimizer.variables):
+            raise RuntimeError(f"{folder}: optimizer state does not match the model")
+        for variable, value in zip(model.optimizer.variables, values, strict=True):
+            variable.assign(value)
+
+
+def _fsync_dir(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())

@@ -1,0 +1,241 @@
+"""Train a model on a patch store: ``keras-ucaps fit``.
+
+A run folder holds::
+
+    config.json          everything predict needs: model, classes, radii, voxel size,
+                         patch size, normalisation, class weights, the fit settings
+    weights_best.keras   the model with the lowest validation loss so far
+    weights_last.keras   the model after the last completed epoch
+    checkpoint/          last completed epoch's weights, optimizer state and
+                         callback state (state.json), for --resume
+    history.csv          one row per epoch: losses, per-class validation Dice, learning rate
+    logs/                TensorBoard logs
+
+Every file is replaced atomically; the checkpoint folder is swapped in whole,
+so a run killed at any moment resumes from its last completed epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from keras_ucaps.errors import InputError
+from keras_ucaps.io.atomic import atomic_path
+
+CONFIG_VERSION = 1
+PRECISIONS = ("auto", "bf16", "fp16", "off")
+
+
+@dataclasses.dataclass
+class FitSettings:
+    """Settings of a training run (saved in config.json; unknown keys are refused).
+
+    Attributes
+    ----------
+    model : {"ucaps", "unet"}
+    data : str
+        Patch store (HDF5).
+    out : str
+        Run folder.
+    epochs, batch_size, learning_rate, patience : training schedule; the
+        learning rate halves after ``max(2, patience // 3)`` epochs without
+        improvement and training stops after ``patience``.
+    mixed_precision : {"auto", "bf16", "fp16", "off"}
+        auto: mixed_float16 on GPU, mixed_bfloat16 on CPU.
+    steps_per_epoch, validation_steps : int, optional
+        Default: one pass over the training / validation patches.
+    seed : int
+    model_options : dict
+        Extra architecture options (e.g. ``{"levels": 2}``).
+    loss_weights : dict
+        Weights of the Dice+CE, margin and reconstruction losses.
+    reconstruction : {"mse", "bce"}
+    folds, fold : int, optional
+        K-fold cross-validation by tomogram: this run holds out fold ``fold`` of ``folds``.
+    """
+
+    model: str = "ucaps"
+    data: str = ""
+    out: str = ""
+    epochs: int = 100
+    batch_size: int = 2
+    learning_rate: float = 1e-4
+    patience: int = 10
+    mixed_precision: str = "auto"
+    steps_per_epoch: int | None = None
+    validation_steps: int | None = None
+    seed: int = 0
+    model_options: dict = dataclasses.field(default_factory=dict)
+    loss_weights: dict = dataclasses.field(
+        default_factory=lambda: {"probabilities": 1.0, "capsule_lengths": 1.0, "reconstruction": 0.1})
+    reconstruction: str = "mse"
+    folds: int | None = None
+    fold: int | None = None
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self):
+        if self.model not in ("ucaps", "unet"):
+            raise InputError("--model", f"must be ucaps or unet, got {self.model!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise InputError("--mixed-precision", f"must be one of {', '.join(PRECISIONS)}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise InputError("--batch-size", "batch size and epochs must be at least 1")
+
+    @classmethod
+    def from_dict(cls, payload: dict, source: str) -> FitSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(payload) - known)
+        if unknown:
+            raise InputError(source, f"unknown fit setting(s) {', '.join(unknown)}")
+        if payload.get("version", CONFIG_VERSION) > CONFIG_VERSION:
+            raise InputError(source, f"settings version {payload['version']} is newer than this keras-ucaps")
+        return cls(**payload)
+
+
+def precision_policy(choice: str) -> str:
+    import tensorflow as tf
+
+    if choice == "off":
+        return "float32"
+    if choice == "fp16":
+        return "mixed_float16"
+    if choice == "bf16":
+        return "mixed_bfloat16"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def distribution_strategy():
+    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
+    MirroredStrategy when several GPUs are visible, else the default strategy."""
+    import tensorflow as tf
+
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if sum(len(v) for k, v in cluster.items() if k in ("worker", "chief")) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def split_indices(info, settings: FitSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation patch indices: the store's split, or fold ``fold`` of
+    ``folds`` by tomogram."""
+    if settings.folds is None:
+        train, val = info.indices(0), info.indices(1)
+    else:
+        tomos = np.arange(len(info.tomograms))
+        if settings.folds < 2 or settings.folds > len(tomos):
+            raise InputError("--folds", f"needs 2 to {len(tomos)} folds (one tomogram at least per fold), "
+                                        f"got {settings.folds}")
+        held_out = np.array_split(tomos, settings.folds)[settings.fold]
+        val_mask = np.isin(info.tomogram, held_out)
+        train, val = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    if len(train) == 0 or len(val) == 0:
+        raise InputError(info.path, f"needs training and validation patches, has {len(train)} and {len(val)}")
+    return train, val
+
+
+def run_config(settings: FitSettings, info, class_weight_list, model) -> dict:
+    """What config.json holds: everything needed to predict with the run's model."""
+    return {
+        "version": CONFIG_VERSION,
+        "architecture": settings.model,
+        "model": model.get_config(),
+        "classes": info.classes.to_dict(),
+        "num_classes": info.classes.num_classes,
+        "voxel_size": info.voxel_size,
+        "patch_size": info.patch_size,
+        "patch_multiple": int(model.patch_multiple),
+        "normalization": "per-patch z-score",
+        "class_weights": class_weight_list,
+        "fit": dataclasses.asdict(settings),
+        "data": {"path": os.path.abspath(info.path), "tomograms": info.tomograms},
+    }
+
+
+def write_json(path: Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "auto") -> dict:
+    """Train (or resume) a run; returns the best epoch's validation metrics."""
+    import keras
+
+    from keras_ucaps.data.pipeline import make_dataset, read_store_info
+    from keras_ucaps.models import build_model
+    from keras_ucaps.training.callbacks import RunCheckpoint, schedule_callbacks
+    from keras_ucaps.training.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss, class_weights
+    from keras_ucaps.training.metrics import ClassDice
+
+    out = Path(settings.out)
+    state = None
+    if resume:
+        state = RunCheckpoint.load_state(out)
+        if state is None:
+            raise InputError(out, "nothing to resume: no completed epoch in this run folder")
+        saved = json.loads((out / "config.json").read_text())["fit"]
+        settings = FitSettings.from_dict({**saved, "epochs": settings.epochs}, str(out / "config.json"))
+    elif (out / "config.json").exists():
+        raise InputError(out, "run folder already holds a run: use --resume to continue it, or another --out")
+
+    keras.utils.set_random_seed(settings.seed)
+    keras.mixed_precision.set_global_policy(precision_policy(settings.mixed_precision))
+    info = read_store_info(settings.data)
+    train_idx, val_idx = split_indices(info, settings)
+    weights = class_weights(info.class_voxels)
+    num_classes = info.classes.num_classes
+    strategy = distribution_strategy()
+    with strategy.scope():
+        model = build_model(settings.model, num_classes, **settings.model_options)
+        if info.patch_size % model.patch_multiple:
+            raise InputError(info.path, f"patch size {info.patch_size} is not a multiple of {model.patch_multiple}")
+        outputs = tuple(model.output.keys()) if isinstance(model.output, dict) else ("probabilities",)
+        losses = {"probabilities": DiceCrossEntropy(num_classes, class_weights=weights)}
+        if "capsule_lengths" in outputs:
+            losses["capsule_lengths"] = MarginLoss(num_classes)
+            losses["reconstruction"] = ReconstructionLoss(settings.reconstruction)
+        metrics = {"probabilities": [ClassDice(c.label, num_classes, name=f"dice_{c.name}")
+                                     for c in info.classes.classes]}
+        model.compile(
+            optimizer=keras.optimizers.Adam(settings.learning_rate),
+            loss=losses,
+            loss_weights={k: float(settings.loss_weights.get(k, 1.0)) for k in losses},
+            metrics=metrics,
+        )
+    config = run_config(settings, info, weights, model)
+    out.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        write_json(out / "config.json", config)
+    else:
+        RunCheckpoint.restore(out, model)
+
+    stride = 2 ** model.levels if settings.model == "ucaps" else 1
+    common = dict(outputs=outputs, capsule_stride=stride, seed=settings.seed)
+    train_ds = make_dataset(info, train_idx, batch_size=settings.batch_size, **common)
+    val_ds = make_dataset(info, val_idx, batch_size=settings.batch_size, shuffle=False, augment=False,
+                          repeat=False, **common)
+    steps = settings.steps_per_epoch or max(1, len(train_idx) // settings.batch_size)
+    validation_steps = settings.validation_steps or -(-len(val_idx) // settings.batch_size)
+    schedule = schedule_callbacks(settings.patience, state)
+    callbacks = [
+        *schedule,
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=state is not None),
+        keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False),
+        RunCheckpoint(out, schedule, state),  # last: it records the schedule's counters
+    ]
+    initial_epoch = state["epoch"] if state else 0
+    if verbose == "auto":
+        import sys
+
+        verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, a line per epoch in logs
+    if initial_epoch < settings.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
+                  steps_per_epoch=steps, validation_steps=validation_steps, callbacks=callbacks,
+                  verbose=verbose)
+    return json.loads((out / "checkpoint" / "state.json").read_text())["best_logs"]
