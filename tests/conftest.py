@@ -43,3 +43,21 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "keras_ucaps", *map(str, args)], capture_output=True, text=True, cwd=cwd
     )
+
+
+def make_sources(n_tomograms: int, shape=(40, 48, 64), seed=0):
+    """Tomograms of noise with bright balls at listed particles, and their sphere labels."""
+    from keras_ucaps.data.patches import Source
+    from keras_ucaps.data.targets import sphere_targets
+    from keras_ucaps.io import Volume
+
+    registry = ClassRegistry.from_radii({"big": 50.0, "small": 30.0})
+    rng = np.random.default_rng(seed)
+    sources = []
+    for t in range(n_tomograms):
+        coords = rng.uniform([8, 8, 8], [shape[2] - 8, shape[1] - 8, shape[0] - 8], size=(12, 3))
+        table = ParticleTable.from_columns(coords, ["big", "small"] * 6, f"t{t}")
+        labels = sphere_targets(table, shape, registry, VOXEL_SIZE)
+        data = rng.normal(size=shape).astype(np.float32) + 3.0 * (labels > 0)
+        sources.append(Source(f"t{t}", Volume(data, VOXEL_SIZE), table, labels))
+    return sources, registry

@@ -163,8 +163,34 @@ def write_json(path: Path, payload: dict) -> None:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "auto") -> dict:
-    """Train (or resume) a run; returns the best epoch's validation metrics."""
+def is_chief() -> bool:
+    """Whether this process writes the run's files (always, unless it is a
+    non-chief worker of a multi-worker cluster)."""
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    if not task:
+        return True
+    if "chief" in cluster:
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def trim_history(path: Path, epochs_done: int) -> None:
+    """Keep the history rows of completed (checkpointed) epochs only."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit()
+                        and int(line.split(",", 1)[0]) < epochs_done]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(kept))
+
+
+def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "auto", strategy=None) -> dict:
+    """Train (or resume) a run; returns the best epoch's validation metrics.
+
+    ``strategy``: a tf.distribute strategy; default :func:`distribution_strategy`.
+    """
     import keras
 
     from keras_ucaps.data.pipeline import make_dataset, read_store_info
@@ -174,6 +200,11 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     from keras_ucaps.training.metrics import ClassDice
 
     out = Path(settings.out)
+    chief = is_chief()
+    if not chief:  # other workers of a cluster write into a scratch folder of their own
+        worker = json.loads(os.environ["TF_CONFIG"])["task"]
+        settings = dataclasses.replace(settings, out=str(out / f".worker_{worker['type']}_{worker['index']}"))
+        out = Path(settings.out)
     state = None
     if resume:
         state = RunCheckpoint.load_state(out)
@@ -190,7 +221,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     train_idx, val_idx = split_indices(info, settings)
     weights = class_weights(info.class_voxels)
     num_classes = info.classes.num_classes
-    strategy = distribution_strategy()
+    strategy = strategy or distribution_strategy()
     with strategy.scope():
         model = build_model(settings.model, num_classes, **settings.model_options)
         if info.patch_size % model.patch_multiple:
@@ -200,12 +231,13 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         if "capsule_lengths" in outputs:
             losses["capsule_lengths"] = MarginLoss(num_classes)
             losses["reconstruction"] = ReconstructionLoss(settings.reconstruction)
+        loss_weights = {k: float(settings.loss_weights.get(k, 1.0)) for k in losses}
         metrics = {"probabilities": [ClassDice(c.label, num_classes, name=f"dice_{c.name}")
                                      for c in info.classes.classes]}
         model.compile(
             optimizer=keras.optimizers.Adam(settings.learning_rate),
-            loss=losses,
-            loss_weights={k: float(settings.loss_weights.get(k, 1.0)) for k in losses},
+            loss=dict(losses),  # compile converts what it is given in place
+            loss_weights=dict(loss_weights),
             metrics=metrics,
         )
     config = run_config(settings, info, weights, model)
@@ -214,6 +246,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         write_json(out / "config.json", config)
     else:
         RunCheckpoint.restore(out, model)
+        trim_history(out / "history.csv", state["epoch"])
 
     stride = 2 ** model.levels if settings.model == "ucaps" else 1
     common = dict(outputs=outputs, capsule_stride=stride, seed=settings.seed)
@@ -235,7 +268,17 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
 
         verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, a line per epoch in logs
     if initial_epoch < settings.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=steps, validation_steps=validation_steps, callbacks=callbacks,
-                  verbose=verbose)
+        import tensorflow as tf
+
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            from keras_ucaps.training.loop import fit_distributed
+
+            fit_distributed(model, strategy, train_ds, val_ds, losses=losses, loss_weights=loss_weights,
+                            epochs=settings.epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps, validation_steps=validation_steps, callbacks=callbacks,
+                            class_labels={c.name: c.label for c in info.classes.classes}, verbose=verbose)
+        else:
+            model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=steps, validation_steps=validation_steps, callbacks=callbacks,
+                      verbose=verbose)
     return json.loads((out / "checkpoint" / "state.json").read_text())["best_logs"]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Train both models on a small simulated SHREC-like dataset within a bounded CPU budget and
+# print the best validation Dice per class. Usage: bash benchmarks/train_budget.sh [WORKDIR]
+set -euo pipefail
+work=${1:-runs/budget}
+ku=${KERAS_UCAPS:-keras-ucaps}
+mkdir -p "$work"
+start=$(date +%s)
+$ku simulate --preset shrec --size medium --count 6 --seed 10 --out "$work/sim"
+$ku patches --simulation "$work/sim" --out "$work/patches32.h5" --patch-size 32 --per-particle 2
+echo "data ready after $(( $(date +%s) - start )) s"
+t0=$(date +%s)
+$ku fit --model unet --data "$work/patches32.h5" --out "$work/unet" --epochs 12 --steps-per-epoch 100 \
+    --batch-size 4 --validation-steps 40 --patience 6
+echo "unet trained in $(( $(date +%s) - t0 )) s"
+t0=$(date +%s)
+$ku fit --model ucaps --data "$work/patches32.h5" --out "$work/ucaps" --epochs 8 --steps-per-epoch 50 \
+    --batch-size 4 --validation-steps 40 --patience 6
+echo "ucaps trained in $(( $(date +%s) - t0 )) s"

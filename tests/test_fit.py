@@ -1,0 +1,131 @@
+"""Training from the command line: files, resume after a kill, distributed strategies."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from conftest import VOXEL_SIZE, make_sources, run_cli
+
+from keras_ucaps.data.patches import PatchSettings, build_patch_store
+
+FAST = ["--model", "unet", "--batch-size", "2", "--steps-per-epoch", "2", "--validation-steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "patches.h5"
+    sources, classes = make_sources(3)
+    build_patch_store(sources, classes, VOXEL_SIZE, path, PatchSettings(patch_size=32))
+    return path
+
+
+def test_fit_writes_a_complete_run_folder(tmp_path, store):
+    result = run_cli("fit", "--data", store, "--out", tmp_path / "run", "--epochs", "2", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    for name in ("config.json", "weights_best.keras", "weights_last.keras", "history.csv", "checkpoint/state.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "logs").rglob("*tfevents*"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["architecture"] == "unet" and config["voxel_size"] == VOXEL_SIZE and config["patch_size"] == 32
+    assert [c["name"] for c in config["classes"]["classes"]] == ["big", "small"]
+    assert len(config["class_weights"]) == 3 and config["normalization"] == "per-patch z-score"
+    header = (run / "history.csv").read_text().splitlines()[0]
+    assert "val_dice_big" in header and "val_dice_small" in header and "val_loss" in header
+    model = keras.saving.load_model(run / "weights_best.keras")
+    assert model.count_params() == 902_928 + 33 * 3
+    again = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", *FAST)
+    assert again.returncode == 2 and "use --resume" in again.stderr
+
+
+def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path, store):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "keras_ucaps", "fit", "--data", str(store), "--out", str(run), "--epochs", "5", *FAST]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_path = run / "checkpoint" / "state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if state_path.is_file() and json.loads(state_path.read_text())["epoch"] >= 2:
+            break
+        if process.poll() is not None:
+            pytest.fail("training ended before it could be killed")
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state_path.read_text())["epoch"]
+    assert 2 <= killed_at < 5
+    assert keras.saving.load_model(run / "weights_last.keras") is not None  # nothing written is corrupt
+
+    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "5", "--resume", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = [int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [0, 1, 2, 3, 4]
+    state = json.loads(state_path.read_text())
+    assert state["epoch"] == 5
+    iterations = np.load(run / "checkpoint" / "optimizer.npz")["arr_0"]
+    assert int(iterations) == 5 * 2  # the optimizer state carried on: 5 epochs of 2 steps
+
+
+def test_fit_under_mirrored_strategy_on_two_logical_cpus(tmp_path, store):
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+from keras_ucaps.training.fit import FitSettings, fit
+best = fit(FitSettings(model="unet", data={str(store)!r}, out={str(tmp_path / 'run')!r}, epochs=1, batch_size=2,
+                       steps_per_epoch=2, validation_steps=1), strategy=strategy, verbose=0)
+print("replicas", strategy.num_replicas_in_sync, "val_loss", best["val_loss"])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2" in result.stdout
+    assert np.isfinite(float(result.stdout.split("val_loss")[1]))
+    assert (tmp_path / "run" / "weights_best.keras").is_file()
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_fit_under_multi_worker_mirrored_strategy_on_loopback(tmp_path, store):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    script = f"""
+from keras_ucaps.training.fit import FitSettings, distribution_strategy, fit
+strategy = distribution_strategy()
+best = fit(FitSettings(model="unet", data={str(store)!r}, out={str(tmp_path / 'run')!r}, epochs=1, batch_size=2,
+                       steps_per_epoch=2, validation_steps=1), verbose=0, strategy=strategy)
+import tensorflow as tf
+print("multi-worker", isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), strategy.num_replicas_in_sync)
+"""
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=env))
+    outputs = []
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=300)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        assert worker.returncode == 0, err[-3000:]
+        outputs.append(out)
+    assert all("multi-worker True 2" in out for out in outputs)
+    assert (tmp_path / "run" / "weights_best.keras").is_file()  # the chief wrote the run
+    assert (tmp_path / "run" / ".worker_worker_1").is_dir()  # the other worker wrote elsewhere
