@@ -18,7 +18,8 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np, keras, tensorflow as tf
 from keras_ucaps.models import build_model
-arch, policy, side, batch, steps, jit = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
+arch, policy = sys.argv[1], sys.argv[2]
+side, batch, steps, jit = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
 keras.mixed_precision.set_global_policy(policy)
 model = build_model(arch, 3)
 x = tf.constant(np.random.default_rng(0).normal(size=(batch, side, side, side, 1)).astype("float32"))

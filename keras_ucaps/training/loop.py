@@ -36,7 +36,7 @@ def fit_distributed(model, strategy, train_ds, val_ds, *, losses: dict, loss_wei
                 loss = total_loss(y, y_pred)
                 scaled = loss / replicas  # gradients are summed across replicas
             grads = tape.gradient(scaled, model.trainable_variables)
-            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
 
         return strategy.reduce("MEAN", strategy.run(step, args=next(iterator)), axis=None)
