@@ -36,7 +36,7 @@ def test_fit_writes_a_complete_run_folder(tmp_path, store):
     config = json.loads((run / "config.json").read_text())
     assert config["architecture"] == "unet" and config["voxel_size"] == VOXEL_SIZE and config["patch_size"] == 32
     assert [c["name"] for c in config["classes"]["classes"]] == ["big", "small"]
-    assert len(config["class_weights"]) == 3 and config["normalization"] == "per-patch z-score"
+    assert len(config["class_weights"]) == 3 and config["normalization"] == "tomogram z-score"
     header = (run / "history.csv").read_text().splitlines()[0]
     assert "val_dice_big" in header and "val_dice_small" in header and "val_loss" in header
     model = keras.saving.load_model(run / "weights_best.keras")

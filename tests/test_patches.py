@@ -21,6 +21,10 @@ def test_store_layout_chunks_and_metadata(tmp_path):
             t, (x, y, z) = f["tomogram"][i], f["centre"][i]
             expected = sources[t].labels[z - 16:z + 16, y - 16:y + 16, x - 16:x + 16]
             np.testing.assert_array_equal(f["labels"][i], expected)
+            # Images are z-scored with the whole tomogram's statistics, as prediction does.
+            data = sources[t].volume.data
+            window = data[z - 16:z + 16, y - 16:y + 16, x - 16:x + 16]
+            np.testing.assert_allclose(f["images"][i], (window - data.mean()) / data.std(), atol=2e-2)
         held_out = set(f["tomogram"][f["split"][()] == 1])
     assert held_out == {2}  # split by tomogram: the last one
     assert summary["train"]["big"] > 0 and summary["validation"]["small"] > 0

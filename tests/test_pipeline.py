@@ -24,7 +24,6 @@ def test_batches_are_normalised_augmented_and_aligned(tmp_path):
     assert targets["capsule_lengths"].shape == (3, 4, 4, 4)
     image = image.numpy()[..., 0]
     labels = targets["probabilities"].numpy()
-    np.testing.assert_allclose(image.mean(axis=(1, 2, 3)), 0, atol=1e-3)
     for i in range(3):
         if labels[i].max() > 0:
             # The image was the label map: its brightest voxels are still where the labels are.

@@ -42,7 +42,7 @@ from keras_ucaps.io.particles import ParticleTable
 
 STORE_VERSION = 1
 PATCH_SIZES = (32, 48, 64)
-NORMALIZATION = "per-patch z-score"
+NORMALIZATION = "tomogram z-score"
 
 
 @dataclasses.dataclass

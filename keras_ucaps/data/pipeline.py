@@ -1,9 +1,10 @@
 """Stream patches from the HDF5 store into training with tf.data.
 
 h5py files are opened inside the generators (one handle per reader, so readers
-never share state), several readers interleave, and each patch is z-scored on
-its own, exactly as inference z-scores each tile of the same size. Targets are
-packed per model output:
+never share state), and several readers interleave. Patches arrive z-scored
+with their whole tomogram's mean and standard deviation (the store does it),
+which is exactly how prediction normalises a tomogram before tiling it: so a
+tiled prediction equals a one-pass prediction. Targets are packed per model output:
 
 - ``probabilities``: the label patch (z, y, x), uint8;
 - ``reconstruction`` (UCaps): the z-scored image and a foreground mask, (z, y, x, 2);
@@ -65,16 +66,6 @@ def read_store_info(path: str | os.PathLike) -> StoreInfo:
         raise InputError(path, f"not a readable HDF5 file ({err})") from None
 
 
-def normalize_patch(image):
-    """Z-score one patch (or tile): zero mean, unit variance. Works on numpy or tf tensors."""
-    import tensorflow as tf
-
-    image = tf.cast(image, tf.float32)
-    mean = tf.reduce_mean(image)
-    std = tf.math.reduce_std(image)
-    return (image - mean) / tf.maximum(std, 1e-6)
-
-
 def make_dataset(
     info: StoreInfo,
     indices: np.ndarray,
@@ -127,7 +118,7 @@ def make_dataset(
 
     def prepare(step, pair):
         image, labels = pair
-        image = normalize_patch(image)
+        image = tf.cast(image, tf.float32)
         if augment:
             image, labels = augment_fn(image, labels, tf.stack([tf.cast(seed, tf.int64), step]))
         targets = {"probabilities": labels}

@@ -151,7 +151,7 @@ def run_config(settings: FitSettings, info, class_weight_list, model) -> dict:
         "voxel_size": info.voxel_size,
         "patch_size": info.patch_size,
         "patch_multiple": int(model.patch_multiple),
-        "normalization": "per-patch z-score",
+        "normalization": "tomogram z-score",
         "class_weights": class_weight_list,
         "fit": dataclasses.asdict(settings),
         "data": {"path": os.path.abspath(info.path), "tomograms": info.tomograms},
