@@ -10,6 +10,7 @@ from keras_ucaps.cli.classes import classes_command
 from keras_ucaps.cli.convert import convert
 from keras_ucaps.cli.fit import fit
 from keras_ucaps.cli.patches import patches
+from keras_ucaps.cli.predict import predict
 from keras_ucaps.cli.show import show
 from keras_ucaps.cli.simulate import simulate
 from keras_ucaps.cli.targets import targets
@@ -25,5 +26,5 @@ def main():
     """
 
 
-for command in (simulate, show, convert, targets, classes_command, patches, fit):
+for command in (simulate, show, convert, targets, classes_command, patches, fit, predict):
     main.add_command(command)

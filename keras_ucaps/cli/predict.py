@@ -1,0 +1,33 @@
+"""keras-ucaps predict: probability maps over whole tomograms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
+
+
+@click.command()
+@click.argument("model_path", metavar="RUN_OR_MODEL", type=click.Path(path_type=Path))
+@click.argument("tomograms", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the maps.")
+@click.option("--tile", default=None, type=click.IntRange(min=8),
+              help="Tile side in voxels (default: the larger of 64 and the training patch).")
+@click.option("--overlap", "margin", default=None, type=click.IntRange(min=0),
+              help="Voxels trusted less at each tile face (default: the receptive radius, at most a quarter tile).")
+@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1), help="Tiles per batch.")
+@voxel_size_option
+@reports_input_errors
+def predict(model_path, tomograms, out, tile, margin, batch_size, voxel_size):
+    """Predict per-class probability maps (float16 MRC) and a label map for each TOMOGRAM."""
+    import sys
+
+    from keras_ucaps.inference.predict import load_model, predict_tomogram
+
+    loaded = load_model(model_path)
+    for tomogram in tomograms:
+        files = predict_tomogram(loaded, tomogram, out, tile=tile, margin=margin, batch_size=batch_size,
+                                 voxel_size=voxel_size, progress=sys.stdout.isatty())
+        click.echo(f"{tomogram}: wrote " + ", ".join(str(p) for p in files.values()))

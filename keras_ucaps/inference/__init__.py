@@ -1,0 +1,1 @@
+"""Whole-tomogram prediction: tiles, blending, probability maps."""

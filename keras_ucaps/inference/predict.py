@@ -1,0 +1,221 @@
+"""Predict per-class probability maps over whole tomograms.
+
+A tomogram is z-scored with its own mean and standard deviation (as training
+patches were), cut into overlapping tiles (see :mod:`keras_ucaps.inference.tiling`),
+run through the model in batches, and blended into memory-mapped accumulators
+on disk, so a 200×512×512 tomogram needs a few GB of RAM at most. Outputs, in
+``OUT``, each with the input's voxel size and origin:
+
+- ``NAME_prob_CLASS.mrc``: float16 probability of each particle class;
+- ``NAME_labels.mrc``: int8 argmax label map (0 background).
+
+A tomogram at another voxel size than the model's is resampled to the model's,
+predicted, and its maps resampled back onto the input's grid, with a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from keras_ucaps.classes import ClassRegistry
+from keras_ucaps.errors import InputError, KerasUcapsWarning
+from keras_ucaps.io.mrc import read_volume, write_volume
+
+VOXEL_SIZE_TOLERANCE = 0.01
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model and what config.json says about it."""
+
+    model: object
+    classes: ClassRegistry
+    voxel_size: float | None
+    patch_size: int
+    source: Path
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """A run folder (config.json + weights_best.keras) or a .keras file (with a
+    config.json beside it, if any)."""
+    import keras
+
+    import keras_ucaps  # noqa: F401  (registers our objects)
+
+    path = Path(path)
+    if path.is_dir():
+        weights, config_path = path / "weights_best.keras", path / "config.json"
+        if not weights.is_file():
+            raise InputError(path, "run folder holds no weights_best.keras (has training finished an epoch?)")
+    else:
+        weights, config_path = path, path.parent / "config.json"
+        if not weights.is_file():
+            raise InputError(path, "no such file")
+    try:
+        model = keras.saving.load_model(weights, compile=False)
+    except Exception as err:  # keras raises many kinds for a file that is not a model
+        raise InputError(weights, f"not a loadable Keras model ({type(err).__name__}: {err})") from None
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        classes = ClassRegistry.from_dict(config["classes"], str(config_path))
+        return LoadedModel(model, classes, config.get("voxel_size"), int(config.get("patch_size", 64)), weights)
+    num = int(model.get_config()["num_classes"])
+    classes = ClassRegistry.from_radii({f"class_{i}": 1.0 for i in range(1, num)}, source=str(weights))
+    return LoadedModel(model, classes, None, 64, weights)
+
+
+def tomogram_statistics(data: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation, in slabs (works on memory maps)."""
+    total = total_sq = 0.0
+    step = max(1, (64 * 2**20) // max(1, data[0].nbytes))
+    for z in range(0, data.shape[0], step):
+        block = np.asarray(data[z:z + step], dtype=np.float64)
+        total += block.sum()
+        total_sq += np.square(block).sum()
+    n = data.size
+    mean = total / n
+    return float(mean), float(np.sqrt(max(total_sq / n - mean * mean, 0.0))) or 1.0
+
+
+def predict_volume(
+    model,
+    data: np.ndarray,
+    num_classes: int,
+    *,
+    tile: int,
+    margin: int,
+    batch_size: int = 2,
+    scratch: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Blended probabilities (C, z, y, x) float32 for a normalised (z, y, x) volume.
+
+    The result is a read-only memory map in ``scratch`` (a temporary folder by default).
+    """
+    from keras_ucaps.inference.tiling import count_tiles, tiles
+
+    shape = data.shape
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".keras-ucaps-", dir=scratch))
+    sums = np.lib.format.open_memmap(scratch / "sums.npy", mode="w+", dtype=np.float32, shape=(num_classes, *shape))
+    weights = np.lib.format.open_memmap(scratch / "weights.npy", mode="w+", dtype=np.float32, shape=shape)
+    bar = None
+    if progress:
+        import keras
+
+        bar = keras.utils.Progbar(count_tiles(shape, tile, margin), unit_name="tile")
+    batch = []
+
+    def flush():
+        x = np.stack([np.asarray(data[s], dtype=np.float32) for s, _ in batch])[..., None]
+        out = model(x, training=False)
+        probabilities = np.asarray(out["probabilities"] if isinstance(out, dict) else out, dtype=np.float32)
+        for (s, w), p in zip(batch, probabilities, strict=True):
+            sums[(slice(None), *s)] += np.moveaxis(p, -1, 0) * w
+            weights[s] += w
+        if bar is not None:
+            bar.add(len(batch))
+        batch.clear()
+
+    for item in tiles(shape, tile, margin):
+        batch.append(item)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    for z in range(shape[0]):
+        sums[:, z] /= np.maximum(weights[z], 1e-12)
+    sums.flush()
+    return sums
+
+
+def predict_tomogram(
+    loaded: LoadedModel,
+    tomogram: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    tile: int | None = None,
+    margin: int | None = None,
+    batch_size: int = 2,
+    voxel_size: float | None = None,
+    progress: bool = False,
+) -> dict[str, Path]:
+    """Predict one tomogram and write its probability maps and label map into ``out``."""
+    from scipy import ndimage
+
+    from keras_ucaps.inference.tiling import receptive_radius
+
+    tomogram = Path(tomogram)
+    volume = read_volume(tomogram)
+    vs = voxel_size or volume.voxel_size
+    if vs is None:
+        raise InputError(tomogram, "no voxel size in the header: give --voxel-size")
+    data = volume.data
+    rescale = loaded.voxel_size is not None and abs(vs / loaded.voxel_size - 1) > VOXEL_SIZE_TOLERANCE
+    if rescale:
+        warnings.warn(f"{tomogram}: voxel size {vs:g} Å differs from the model's {loaded.voxel_size:g} Å; "
+                      f"resampling by {vs / loaded.voxel_size:.3f} for prediction", KerasUcapsWarning, stacklevel=2)
+        data = ndimage.zoom(np.asarray(data, dtype=np.float32), vs / loaded.voxel_size, order=1)
+    multiple = int(getattr(loaded.model, "patch_multiple", 8))
+    tile = tile or max(64, loaded.patch_size)
+    tile = max(multiple, tile - tile % multiple)
+    if any(n < tile for n in data.shape):
+        small = min(data.shape)
+        tile = max(multiple, small - small % multiple)
+        if any(n < tile for n in data.shape) or tile < multiple:
+            raise InputError(tomogram, f"volume {data.shape} is smaller than one {multiple}-voxel tile")
+    margin = min(receptive_radius(loaded.model), tile // 4) if margin is None else margin
+    mean, std = tomogram_statistics(data)
+    normalised = _Normalised(data, mean, std)
+    num_classes = loaded.classes.num_classes
+    probabilities = predict_volume(loaded.model, normalised, num_classes, tile=tile, margin=margin,
+                                   batch_size=batch_size, scratch=Path(out), progress=progress)
+    out = Path(out)
+    name = tomogram.stem
+    files = {}
+    for c in loaded.classes.classes:
+        channel = probabilities[c.label]
+        if rescale:
+            channel = _resize(channel, volume.shape)
+        files[c.name] = write_volume(out / f"{name}_prob_{c.name}.mrc", channel, vs, origin=volume.origin,
+                                     dtype="float16")
+    labels = np.empty(volume.shape, dtype=np.int8)
+    if rescale:
+        labels[...] = np.argmax(np.stack([_resize(probabilities[i], volume.shape) for i in range(num_classes)]), 0)
+    else:
+        for z in range(volume.shape[0]):
+            labels[z] = np.argmax(probabilities[:, z], axis=0)
+    files["labels"] = write_volume(out / f"{name}_labels.mrc", labels, vs, origin=volume.origin, dtype="int8")
+    scratch = Path(probabilities.filename).parent
+    del probabilities
+    for f in scratch.iterdir():
+        f.unlink()
+    scratch.rmdir()
+    return files
+
+
+class _Normalised:
+    """A lazily z-scored view of a (possibly memory-mapped) volume."""
+
+    def __init__(self, data, mean, std):
+        self.data, self.mean, self.std = data, mean, std
+        self.shape = data.shape
+
+    def __getitem__(self, item):
+        return (np.asarray(self.data[item], dtype=np.float32) - self.mean) / self.std
+
+
+def _resize(channel: np.ndarray, shape) -> np.ndarray:
+    from scipy import ndimage
+
+    factors = [t / s for t, s in zip(shape, channel.shape, strict=True)]
+    out = ndimage.zoom(np.asarray(channel, dtype=np.float32), factors, order=1)
+    return out[: shape[0], : shape[1], : shape[2]]

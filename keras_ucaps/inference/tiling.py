@@ -1,0 +1,88 @@
+"""Cover a volume with overlapping tiles and blend their predictions without seams.
+
+Along each axis, tiles of side ``tile`` start every ``tile - 2·margin``
+voxels, the last one flush with the end. A tile's outputs are trusted only in
+its centre, ``margin`` voxels away from its faces, except where a face lies on
+the volume's border. With a margin at least the network's receptive radius, a
+trusted output equals what the network gives on the whole volume at once, so
+the blended result equals one-pass prediction. Within the trusted centre each
+tile is weighted by a raised-cosine window (highest in the middle), so where
+the margin is smaller than the receptive field the tiles fade into each other
+instead of meeting at a seam.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+FLOOR = 1e-3  # weights stay positive across the whole trusted region
+
+
+def tile_starts(size: int, tile: int, margin: int) -> list[int]:
+    """Start positions of tiles covering [0, size) so every voxel is in a trusted centre."""
+    if tile >= size:
+        return [0]
+    step = tile - 2 * margin
+    if step < 1:
+        raise ValueError(f"margin {margin} leaves no trusted centre in a tile of {tile}")
+    starts = list(range(0, size - tile, step))
+    starts.append(size - tile)
+    return sorted(set(starts))
+
+
+def window_1d(start: int, tile: int, size: int, margin: int) -> np.ndarray:
+    """Blending weights along one axis of a tile starting at ``start``."""
+    n = min(tile, size)
+    i = np.arange(n)
+    trusted = np.ones(n, dtype=bool)
+    if start > 0:
+        trusted &= i >= margin
+    if start + n < size:
+        trusted &= i < n - margin
+    raised_cosine = FLOOR + np.sin(np.pi * (i + 0.5) / n) ** 2
+    return np.where(trusted, raised_cosine, 0.0).astype(np.float32)
+
+
+def tiles(shape: tuple[int, int, int], tile: int, margin: int):
+    """Yield (slices, weights) for every tile of a (z, y, x) volume."""
+    per_axis = [tile_starts(n, tile, margin) for n in shape]
+    for starts in itertools.product(*per_axis):
+        slices = tuple(slice(s, s + min(tile, n)) for s, n in zip(starts, shape, strict=True))
+        wz, wy, wx = (window_1d(s, tile, n, margin) for s, n in zip(starts, shape, strict=True))
+        yield slices, wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
+
+
+def count_tiles(shape: tuple[int, int, int], tile: int, margin: int) -> int:
+    return int(np.prod([len(tile_starts(n, tile, margin)) for n in shape]))
+
+
+def receptive_radius(model) -> int:
+    """How far (voxels) an output voxel sees into its input, from the architecture.
+
+    Each k³ convolution at scale s (voxels per feature voxel) adds (k − 1)/2 · s, each
+    pooling or striding by 2 at scale s adds s / 2, each upsampling adds s.
+    """
+    config = model.get_config()
+    name = type(model).__name__
+    if name == "UNet3D":
+        depth = len(config["filters"]) - 1
+        radius = sum(2 * 2**level + 2**level / 2 for level in range(depth))  # two 3³ convs, then pool
+        radius += config["bottom_convs"] * 2**depth
+        radius += sum(2**level + 2 * 2**level for level in range(depth))  # upsample + 2³ conv, two 3³ convs
+        return int(np.ceil(radius))
+    if name == "UCaps3D":
+        k = config["encoder_kernel_size"]
+        dil = 2 if config["dilation"] else 1
+        radius = 2 + 2 * dil + 2 * dil + 1  # three 5³ convs, primary capsules 3³
+        scale = 1
+        for _level in range(config["levels"]):
+            radius += (k - 1) / 2 * scale  # stride-2 layer at the finer scale
+            scale *= 2
+            radius += (k - 1) / 2 * scale  # stride-1 layer at the coarser scale
+        while scale > 1:  # transpose convolutions and 3³ decoder convolutions
+            scale //= 2
+            radius += 2 * scale
+        return int(np.ceil(radius))
+    raise ValueError(f"no receptive field known for {name}")
