@@ -8,8 +8,10 @@ import click
 from keras_ucaps import __version__
 from keras_ucaps.cli.classes import classes_command
 from keras_ucaps.cli.convert import convert
+from keras_ucaps.cli.evaluate import evaluate
 from keras_ucaps.cli.fit import fit
 from keras_ucaps.cli.patches import patches
+from keras_ucaps.cli.pick import pick
 from keras_ucaps.cli.predict import predict
 from keras_ucaps.cli.show import show
 from keras_ucaps.cli.simulate import simulate
@@ -26,5 +28,5 @@ def main():
     """
 
 
-for command in (simulate, show, convert, targets, classes_command, patches, fit, predict):
+for command in (simulate, show, convert, targets, classes_command, patches, fit, predict, pick, evaluate):
     main.add_command(command)

@@ -18,9 +18,11 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.option("--overlap", "margin", default=None, type=click.IntRange(min=0),
               help="Voxels trusted less at each tile face (default: the receptive radius, at most a quarter tile).")
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1), help="Tiles per batch.")
+@click.option("--pick", "pick_out", default=None, type=click.Path(path_type=Path),
+              help="Also pick particles into this table (any format), as `keras-ucaps pick` would.")
 @voxel_size_option
 @reports_input_errors
-def predict(model_path, tomograms, out, tile, margin, batch_size, voxel_size):
+def predict(model_path, tomograms, out, tile, margin, batch_size, pick_out, voxel_size):
     """Predict per-class probability maps (float16 MRC) and a label map for each TOMOGRAM."""
     import sys
 
@@ -31,3 +33,9 @@ def predict(model_path, tomograms, out, tile, margin, batch_size, voxel_size):
         files = predict_tomogram(loaded, tomogram, out, tile=tile, margin=margin, batch_size=batch_size,
                                  voxel_size=voxel_size, progress=sys.stdout.isatty())
         click.echo(f"{tomogram}: wrote " + ", ".join(str(p) for p in files.values()))
+    if pick_out is not None:
+        from keras_ucaps.cli.pick import pick
+
+        click.get_current_context().invoke(pick, label_maps=[Path(out) / f"{Path(t).stem}_labels.mrc"
+                                                              for t in tomograms], out=pick_out, table_format=None,
+                                           classes_path=Path(out) / "classes.json", min_sizes=(), suppress=0.5)

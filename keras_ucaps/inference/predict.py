@@ -7,7 +7,8 @@ on disk, so a 200×512×512 tomogram needs a few GB of RAM at most. Outputs, in
 ``OUT``, each with the input's voxel size and origin:
 
 - ``NAME_prob_CLASS.mrc``: float16 probability of each particle class;
-- ``NAME_labels.mrc``: int8 argmax label map (0 background).
+- ``NAME_labels.mrc``: int8 argmax label map (0 background);
+- ``classes.json``: the model's class registry (for ``pick``).
 
 A tomogram at another voxel size than the model's is resampled to the model's,
 predicted, and its maps resampled back onto the input's grid, with a warning.
@@ -194,6 +195,7 @@ def predict_tomogram(
         for z in range(volume.shape[0]):
             labels[z] = np.argmax(probabilities[:, z], axis=0)
     files["labels"] = write_volume(out / f"{name}_labels.mrc", labels, vs, origin=volume.origin, dtype="int8")
+    files["classes"] = loaded.classes.save(out / "classes.json")
     scratch = Path(probabilities.filename).parent
     del probabilities
     for f in scratch.iterdir():

@@ -1,0 +1,83 @@
+"""keras-ucaps pick: particle tables from predicted label and probability maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_ucaps.cli.common import reports_input_errors, table_format_choice
+
+
+@click.command()
+@click.argument("label_maps", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="NAME_labels.mrc...")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Particle table to write (any format).")
+@click.option("--format", "table_format", type=table_format_choice, help="Table format (default: from the suffix).")
+@click.option("--classes", "classes_path", type=click.Path(path_type=Path),
+              help="Class registry (default: classes.json beside the maps, as predict writes it).")
+@click.option("--min-size", "min_sizes", multiple=True, metavar="CLASS=VOXELS",
+              help="Smallest component kept for a class (default: a fifth of its sphere's volume).")
+@click.option("--suppress", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="Merge picks of a class closer than this fraction of its radius.")
+@reports_input_errors
+def pick(label_maps, out, table_format, classes_path, min_sizes, suppress):
+    """Pick particles from label maps written by `keras-ucaps predict`.
+
+    Each NAME_labels.mrc is read with the NAME_prob_CLASS.mrc maps beside it
+    (for probability-weighted centres and scores, when present).
+    """
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.io import FormatContext, ParticleTable, write_particles
+
+    classes = ClassRegistry.load(classes_path or Path(label_maps[0]).parent / "classes.json")
+    sizes = {}
+    for entry in min_sizes:
+        name, _, value = entry.partition("=")
+        if name not in classes or not value.isdigit():
+            raise InputError(entry, f"expected CLASS=VOXELS with a class of {', '.join(classes.names)}")
+        sizes[name] = int(value)
+    tables, shapes, voxel_size = [], {}, None
+    for path in label_maps:
+        table, shape, voxel_size = pick_from_maps(path, classes, sizes, suppress)
+        tables.append(table)
+        shapes[table_name(path)] = shape[::-1]
+    table = ParticleTable.concat(tables)
+    write_particles(table, out, table_format, FormatContext(voxel_size=voxel_size, tomogram_size=shapes,
+                                                            classes=classes))
+    counts = table.counts()
+    summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in classes.names)
+    click.echo(f"wrote {out}: {len(table)} particles ({summary})" + ("" if len(table) else
+                                                                     " — no particles found"))
+
+
+def table_name(label_map: Path) -> str:
+    return Path(label_map).name.removesuffix(".mrc").removesuffix("_labels")
+
+
+def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float):
+    """Pick one tomogram's particles from its label map and the probability maps beside it."""
+    import numpy as np
+
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.io import read_volume
+    from keras_ucaps.picking.cluster import pick_particles
+
+    labels = read_volume(label_map)
+    if labels.voxel_size is None:
+        raise InputError(label_map, "label map has no voxel size")
+    unknown = sorted({int(v) for v in np.unique(labels.data)} - {0, *(c.label for c in classes.classes)})
+    if unknown:
+        raise InputError(label_map, f"holds labels {unknown} that the class registry does not know")
+    name = table_name(label_map)
+    probabilities = {}
+    for c in classes.classes:
+        path = Path(label_map).parent / f"{name}_prob_{c.name}.mrc"
+        if path.is_file():
+            prob = read_volume(path)
+            if prob.shape != labels.shape:
+                raise InputError(path, f"probability map {prob.shape} does not match the label map {labels.shape}")
+            probabilities[c.name] = prob.data
+    table = pick_particles(labels.data, classes, labels.voxel_size, probabilities=probabilities,
+                           min_size=min_sizes, suppress=suppress, tomo=name)
+    return table, labels.shape, labels.voxel_size

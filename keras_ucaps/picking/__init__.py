@@ -1,0 +1,1 @@
+"""Turning probability and label maps into particle coordinates."""
