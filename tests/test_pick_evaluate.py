@@ -88,3 +88,42 @@ def test_pick_and_evaluate_bad_input(tmp_path):
     write_particles(ParticleTable.from_columns([[1, 1, 1]], "chaperone", "t"), tmp_path / "truth.csv")
     result = run_cli("evaluate", tmp_path / "truth.csv", tmp_path / "p.csv", "--voxel-size", "10")
     assert result.returncode == 2 and "unknown class 'chaperone'" in result.stderr
+
+
+def test_confusion_shrec_thresholds_voxel_ap_and_report(tmp_path):
+    from keras_ucaps.evaluation.matching import confusion_matrix, shrec_counts, threshold_sweep
+    from keras_ucaps.evaluation.metrics import average_precision
+
+    # One big particle picked as small, one missed; a confident true pick and a weak false one.
+    predicted = ParticleTable.from_columns([[10, 10, 10], [30.5, 12, 14], [20, 30, 8], [5, 40, 25]],
+                                           ["small", "small", "small", "small"], "t", score=[0.9, 0.8, 0.7, 0.1])
+    confusion = confusion_matrix(TRUTH, predicted, CLASSES, 10.0)
+    assert confusion["matrix"]["big"]["small"] == 1 and confusion["matrix"]["big"]["missed"] == 1
+    assert confusion["matrix"]["small"]["small"] == 2 and confusion["false"]["small"] == 1
+    sweep = threshold_sweep(TRUTH, predicted, CLASSES, 10.0)
+    # The 0.9 pick sits on the big particle (false for "small" at any threshold): best F1 is 2 TP, 1 FP.
+    assert 0.1 < sweep["small"]["best_threshold"] <= 0.7 and sweep["small"]["best_f1"] == pytest.approx(0.8)
+    labels = sphere_targets(TRUTH, (28, 44, 52), CLASSES, 10.0)
+    shrec = shrec_counts(labels, predicted, CLASSES)
+    assert shrec["small"]["tp"] == 2 and shrec["small"]["fp"] == 2
+    perfect = (labels == 2).astype(np.float32)
+    assert average_precision(perfect, labels == 2) == pytest.approx(1.0)
+    assert average_precision(np.random.default_rng(0).random(labels.shape), labels == 2) < 0.2
+
+    # The command line: thresholds.json beside the model, a PNG report, voxel scores.
+    out = tmp_path / "pred"
+    write_volume(out / "t_labels.mrc", labels, 10.0, dtype="int8")
+    for c in CLASSES.classes:
+        write_volume(out / f"t_prob_{c.name}.mrc", (labels == c.label).astype(np.float32), 10.0, dtype="float16")
+    CLASSES.save(out / "classes.json")
+    write_particles(TRUTH, tmp_path / "truth.csv")
+    write_particles(predicted, out / "picks.csv")
+    write_volume(tmp_path / "true_labels.mrc", labels, 10.0, dtype="int8")
+    (tmp_path / "run").mkdir()
+    result = run_cli("evaluate", tmp_path / "truth.csv", out / "picks.csv", "--voxel-size", "10", "--truth-labels",
+                     tmp_path / "true_labels.mrc", "--predictions", out, "--report", tmp_path / "report.png",
+                     "--model", tmp_path / "run", "--json", tmp_path / "s.json")
+    assert result.returncode == 0, result.stderr
+    assert "confusion" in result.stdout and "voxel-level average precision: big 1.000, small 1.000" in result.stdout
+    assert json.loads((tmp_path / "run" / "thresholds.json").read_text())["thresholds"]["small"] > 0.1
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"

@@ -21,9 +21,25 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.option("--beta", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Also report F-beta (the CZII challenge used 4).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the scores as JSON.")
+@click.option("--truth-labels", type=click.Path(path_type=Path),
+              help="True label map of the (single) tomogram: adds SHREC-style scoring (a pick hits a particle "
+                   "when inside its mask) and, with --predictions, voxel-level scores.")
+@click.option("--predictions", "predictions_dir", type=click.Path(path_type=Path),
+              help="Folder written by `keras-ucaps predict` for this tomogram: voxel-level average precision per "
+                   "class and the TP/FP/FN overlay.")
+@click.option("--tomogram", type=click.Path(path_type=Path), help="The tomogram, as the report's background.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a PNG report.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Run folder of the model that picked: the best score threshold per class goes to its "
+                   "thresholds.json.")
 @reports_input_errors
-def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_path):
-    """Match PREDICTED particles to TRUTH one-to-one per tomogram and class; print precision, recall, F1."""
+def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_path, truth_labels, predictions_dir,
+             tomogram, report_path, model_dir):
+    """Match PREDICTED particles to TRUTH one-to-one per tomogram and class; print precision, recall, F1.
+
+    Also prints the class confusion matrix (localise first, then compare labels)
+    and the best score threshold per class.
+    """
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.errors import InputError
     from keras_ucaps.evaluation.matching import evaluate_tables
@@ -56,6 +72,72 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
         click.echo(line + (f" {s[fb]:6.3f}" if beta != 1 else ""))
     m = scores["macro"]
     click.echo(f"{'macro':>12} {'':>6} {'':>6} {'':>6} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f}")
+
+    from keras_ucaps.evaluation.matching import confusion_matrix, shrec_counts, threshold_sweep
+
+    confusion = scores["confusion"] = confusion_matrix(truth_table, predicted_table, classes, voxel_size, tolerance)
+    names = classes.names
+    click.echo("\nconfusion (rows: truth, columns: picked as)")
+    click.echo(f"{'':>12} " + " ".join(f"{n:>8}" for n in [*names, "missed"]))
+    for t in names:
+        click.echo(f"{t:>12} " + " ".join(f"{confusion['matrix'][t][p]:8d}" for p in [*names, "missed"]))
+    click.echo(f"{'false':>12} " + " ".join(f"{confusion['false'][p]:8d}" for p in names))
+    sweep = scores["thresholds"] = threshold_sweep(truth_table, predicted_table, classes, voxel_size, tolerance)
+    click.echo("\nbest score threshold per class: " + ", ".join(
+        f"{n} {r['best_threshold']:.3f} (F1 {r['best_f1']:.3f})" for n, r in sweep.items() if r["best_f1"] is not None)
+        if any(r["best_f1"] is not None for r in sweep.values()) else "\nno scores to sweep")
+    labels_true = labels_predicted = None
+    if truth_labels is not None:
+        from keras_ucaps.io import read_volume
+
+        labels_true = read_volume(truth_labels).data
+        scores["shrec"] = shrec_counts(labels_true, predicted_table, classes)
+        click.echo("SHREC-style (pick inside the particle's mask): " + ", ".join(
+            f"{n} F1 {v['f1']:.3f}" for n, v in scores["shrec"].items()))
+    if predictions_dir is not None:
+        labels_predicted = _voxel_scores(scores, predictions_dir, truth_table, labels_true, classes, truth_labels)
+    if model_dir is not None:
+        thresholds = {n: r["best_threshold"] for n, r in sweep.items()}
+        with atomic_path(Path(model_dir) / "thresholds.json") as tmp:
+            tmp.write_text(json.dumps({"tolerance": tolerance, "thresholds": thresholds}, indent=2) + "\n")
+        click.echo(f"wrote {Path(model_dir) / 'thresholds.json'}")
+    if report_path is not None:
+        from keras_ucaps.evaluation.report import render_report
+        from keras_ucaps.io import read_volume
+
+        background = read_volume(tomogram, mmap=True).data if tomogram else None
+        tomo = truth_table.tomograms[0] if truth_table.tomograms else ""
+        render_report(report_path, tomogram=background, truth=truth_table.where(tomo=tomo),
+                      predicted=predicted_table.where(tomo=tomo),
+                      radii={c.name: classes.radius_voxels(c.name, voxel_size) for c in classes.classes},
+                      sweep=sweep, true_labels=labels_true, predicted_labels=labels_predicted,
+                      title=f"{tomo}: macro F1 {m['f1']:.3f}")
+        click.echo(f"wrote {report_path}")
     if json_path:
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps(scores, indent=2) + "\n")
+
+
+def _voxel_scores(scores, predictions_dir, truth_table, labels_true, classes, truth_labels):
+    """Voxel-level average precision per class from predict's probability maps."""
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.evaluation.metrics import average_precision
+    from keras_ucaps.io import read_volume
+
+    if labels_true is None:
+        raise InputError("--predictions", "voxel-level scores need the true label map (--truth-labels)")
+    tomo = truth_table.tomograms[0] if truth_table.tomograms else Path(truth_labels).stem
+    label_path = Path(predictions_dir) / f"{tomo}_labels.mrc"
+    predicted = read_volume(label_path).data
+    if predicted.shape != labels_true.shape:
+        raise InputError(label_path, f"shape {predicted.shape} differs from the true labels {labels_true.shape}")
+    scores["voxel_ap"] = {}
+    for c in classes.classes:
+        path = Path(predictions_dir) / f"{tomo}_prob_{c.name}.mrc"
+        if path.is_file():
+            prob = read_volume(path).data
+            if prob.shape != labels_true.shape:
+                raise InputError(path, f"shape {prob.shape} differs from the true labels {labels_true.shape}")
+            scores["voxel_ap"][c.name] = average_precision(prob, labels_true == c.label)
+    click.echo("voxel-level average precision: " + ", ".join(f"{n} {v:.3f}" for n, v in scores["voxel_ap"].items()))
+    return predicted

@@ -81,3 +81,86 @@ def evaluate_tables(truth: ParticleTable, predicted: ParticleTable, classes: Cla
     macro = {k: float(np.mean([v[k] for v in classes_out.values()])) for k in ("precision", "recall", "f1")}
     return {"classes": classes_out, "micro": total.as_dict(beta), "macro": macro, "tomograms": per_tomogram,
             "tolerance": tolerance, "beta": beta}
+
+
+def confusion_matrix(truth: ParticleTable, predicted: ParticleTable, classes: ClassRegistry, voxel_size: float,
+                     tolerance: float = 0.5) -> dict:
+    """Localise first, then compare labels.
+
+    Per tomogram, predictions are matched one-to-one to true particles of any
+    class within ``tolerance`` × the true particle's radius; each match adds to
+    ``matrix[true class][predicted class]``; unmatched truths count as
+    ``missed``, unmatched predictions as ``false`` picks of their class.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    names = classes.names
+    matrix = {t: {p: 0 for p in [*names, "missed"]} for t in names}
+    false = {p: 0 for p in names}
+    for tomo in sorted(set(truth.tomograms) | set(predicted.tomograms)):
+        t, p = truth.where(tomo=tomo), predicted.where(tomo=tomo)
+        matched_t, matched_p = np.zeros(len(t), bool), np.zeros(len(p), bool)
+        if len(t) and len(p):
+            radii = np.array([classes.radius_voxels(n, voxel_size) for n in t.class_name])
+            scaled = cdist(t.coords, p.coords) / radii[:, None]
+            rows, cols = linear_sum_assignment(np.where(scaled <= tolerance, scaled, 1e9))
+            good = scaled[rows, cols] <= tolerance
+            for r, c in zip(rows[good], cols[good], strict=True):
+                matrix[t.class_name[r]][p.class_name[c]] += 1
+            matched_t[rows[good]], matched_p[cols[good]] = True, True
+        for name in t.class_name[~matched_t]:
+            matrix[name]["missed"] += 1
+        for name in p.class_name[~matched_p]:
+            false[name] += 1
+    return {"matrix": matrix, "false": false}
+
+
+def shrec_counts(mask_labels: np.ndarray, predicted: ParticleTable, classes: ClassRegistry) -> dict:
+    """SHREC-style scoring: a pick hits a particle when it falls inside that particle's
+    mask (same class, each particle hit once, best-scored picks first).
+
+    Particles are the connected components of each class in ``mask_labels`` (z, y, x).
+    """
+    from scipy import ndimage
+
+    out = {}
+    shape = np.asarray(mask_labels.shape)
+    for cls in classes.classes:
+        instances, count = ndimage.label(mask_labels == cls.label)
+        picks = predicted.where(class_name=cls.name)
+        order = np.argsort(-np.nan_to_num(picks.score, nan=0.0), kind="stable")
+        hit = set()
+        tp = 0
+        for i in order:
+            zyx = np.clip(np.round(picks.coords[i, ::-1]).astype(int), 0, shape - 1)
+            instance = int(instances[tuple(zyx)])
+            if instance and instance not in hit:
+                hit.add(instance)
+                tp += 1
+        out[cls.name] = Counts(tp=tp, fp=len(picks) - tp, fn=count - tp).as_dict(1.0)
+    return out
+
+
+def threshold_sweep(truth: ParticleTable, predicted: ParticleTable, classes: ClassRegistry, voxel_size: float,
+                    tolerance: float = 0.5, steps: int = 50) -> dict:
+    """Per class: precision, recall and F1 of the picks scoring at least each threshold,
+    and the threshold with the best F1."""
+    out = {}
+    for cls in classes.classes:
+        picks = predicted.where(class_name=cls.name)
+        scores = picks.score[np.isfinite(picks.score)]
+        if len(scores) == 0:
+            out[cls.name] = {"best_threshold": 0.0, "best_f1": None, "curve": []}
+            continue
+        thresholds = np.unique(np.quantile(scores, np.linspace(0, 1, steps)))
+        curve = []
+        for threshold in thresholds:
+            kept = predicted[(predicted.class_name != cls.name) | (np.nan_to_num(predicted.score, nan=1.0)
+                                                                   >= threshold)]
+            counts = evaluate_tables(truth, kept, classes, voxel_size, tolerance)["classes"][cls.name]
+            curve.append({"threshold": float(threshold), "precision": counts["precision"],
+                          "recall": counts["recall"], "f1": counts["f1"]})
+        best = max(curve, key=lambda c: (c["f1"], -c["threshold"]))
+        out[cls.name] = {"best_threshold": best["threshold"], "best_f1": best["f1"], "curve": curve}
+    return out
