@@ -14,9 +14,10 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.argument("tomograms", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the maps.")
 @click.option("--tile", default=None, type=click.IntRange(min=8),
-              help="Tile side in voxels (default: the larger of 64 and the training patch).")
+              help="Tile side in voxels (default: 128, or the volume's smallest side).")
 @click.option("--overlap", "margin", default=None, type=click.IntRange(min=0),
-              help="Voxels trusted less at each tile face (default: the receptive radius, at most a quarter tile).")
+              help="Voxels trusted less at each tile face (default: the receptive radius, at most an eighth of "
+                   "a tile; at least the receptive radius makes tiles equal one-pass prediction).")
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1), help="Tiles per batch.")
 @click.option("--pick", "pick_out", default=None, type=click.Path(path_type=Path),
               help="Also pick particles into this table (any format), as `keras-ucaps pick` would.")

@@ -30,6 +30,7 @@ from keras_ucaps.errors import InputError, KerasUcapsWarning
 from keras_ucaps.io.mrc import read_volume, write_volume
 
 VOXEL_SIZE_TOLERANCE = 0.01
+DEFAULT_TILE = 128  # larger tiles waste less on overlap; 128³ fits a few GB for either model
 
 
 @dataclasses.dataclass
@@ -166,14 +167,14 @@ def predict_tomogram(
                       f"resampling by {vs / loaded.voxel_size:.3f} for prediction", KerasUcapsWarning, stacklevel=2)
         data = ndimage.zoom(np.asarray(data, dtype=np.float32), vs / loaded.voxel_size, order=1)
     multiple = int(getattr(loaded.model, "patch_multiple", 8))
-    tile = tile or max(64, loaded.patch_size)
+    tile = tile or max(DEFAULT_TILE, loaded.patch_size)
     tile = max(multiple, tile - tile % multiple)
     if any(n < tile for n in data.shape):
         small = min(data.shape)
         tile = max(multiple, small - small % multiple)
         if any(n < tile for n in data.shape) or tile < multiple:
             raise InputError(tomogram, f"volume {data.shape} is smaller than one {multiple}-voxel tile")
-    margin = min(receptive_radius(loaded.model), tile // 4) if margin is None else margin
+    margin = min(receptive_radius(loaded.model), tile // 8) if margin is None else margin
     mean, std = tomogram_statistics(data)
     normalised = _Normalised(data, mean, std)
     num_classes = loaded.classes.num_classes
