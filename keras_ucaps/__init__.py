@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 
@@ -27,19 +28,24 @@ def register_keras_objects() -> None:
 
 
 class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
-    """Registers our Keras objects right after ``import keras`` completes."""
+    """Registers our Keras objects right after the ``keras`` package has executed.
+
+    It stays installed until then: TensorFlow probes for Keras with
+    ``importlib.util.find_spec("keras")`` before importing it.
+    """
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "keras":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("keras")
-        if spec is None or spec.loader is None:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_then_register(module):
             exec_module(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             register_keras_objects()
 
         spec.loader.exec_module = exec_then_register

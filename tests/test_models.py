@@ -58,10 +58,12 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path, architecture):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)["probabilities"]), expected)
 
 
-@pytest.mark.parametrize("order", ["keras_ucaps first", "keras first"])
+@pytest.mark.parametrize("order", ["keras_ucaps first", "keras first", "tensorflow first"])
 def test_a_plain_keras_script_loads_a_saved_model_after_import_keras_ucaps(tmp_path, order):
     UNet3D(2, name="saved").save(tmp_path / "unet.keras")
-    imports = "import keras_ucaps; import keras" if order == "keras_ucaps first" else "import keras; import keras_ucaps"
+    imports = {"keras_ucaps first": "import keras_ucaps; import keras",
+               "keras first": "import keras; import keras_ucaps",
+               "tensorflow first": "import keras_ucaps; import tensorflow; import keras"}[order]
     script = f"{imports}; m = keras.saving.load_model({str(tmp_path / 'unet.keras')!r}); print(type(m).__name__)"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
