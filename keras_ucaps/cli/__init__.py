@@ -9,6 +9,7 @@ from keras_ucaps import __version__
 from keras_ucaps.cli.classes import classes_command
 from keras_ucaps.cli.convert import convert
 from keras_ucaps.cli.evaluate import evaluate
+from keras_ucaps.cli.export import export
 from keras_ucaps.cli.fit import fit
 from keras_ucaps.cli.patches import patches
 from keras_ucaps.cli.pick import pick
@@ -28,5 +29,6 @@ def main():
     """
 
 
-for command in (simulate, show, convert, targets, classes_command, patches, fit, predict, pick, evaluate):
+for command in (simulate, show, convert, targets, classes_command, patches, fit, predict, pick, evaluate,
+                export):
     main.add_command(command)

@@ -1,0 +1,27 @@
+"""keras-ucaps export: a SavedModel for TensorFlow Serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keras_ucaps.cli.common import reports_input_errors
+
+
+@click.command()
+@click.argument("run", metavar="RUN_OR_MODEL", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Model name under which TF Serving serves it.")
+@click.option("--version", default=None, type=click.IntRange(min=1), help="Version number (default: the next).")
+@click.option("--base", default="saved_models", show_default=True, type=click.Path(path_type=Path),
+              help="TF Serving model base path.")
+@click.option("--tile", default=None, type=click.IntRange(min=8),
+              help="Fixed input side D = H = W of the served model (default: 64, or the training patch).")
+@reports_input_errors
+def export(run, name, version, base, tile):
+    """Export RUN_OR_MODEL to BASE/NAME/VERSION (saved_model.pb + variables/ + assets/config.json) and list it in
+    BASE/models.config."""
+    from keras_ucaps.serving.export import export_saved_model
+
+    target = export_saved_model(run, base, name, version, tile)
+    click.echo(f"exported {target}; {base / 'models.config'} lists it")

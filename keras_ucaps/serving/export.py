@@ -1,0 +1,121 @@
+"""Export a trained model as a SavedModel in TensorFlow Serving's layout.
+
+``saved_models/NAME/VERSION/`` holds ``saved_model.pb``, ``variables/`` and
+``assets/config.json`` (the run's config: classes, radii, voxel size, tile,
+normalisation). Signatures:
+
+- ``serving_default``: input ``tomogram_patch`` float32 [batch, D, H, W, 1]
+  (D, H, W fixed: the export's tile), output ``probabilities`` [batch, D, H, W, C];
+- ``metadata``: no input, output ``config`` (the config JSON as a string).
+
+A version folder is written under a temporary name and renamed into place, so
+TF Serving, polling the base path, never loads half of one. ``models.config``
+(a ``model_config_list``) beside the models lists every exported model and is
+rewritten on each export; ``batching.config`` sits beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from keras_ucaps.errors import InputError
+from keras_ucaps.io.atomic import atomic_directory, atomic_path
+
+BATCHING_CONFIG = """max_batch_size { value: 8 }
+batch_timeout_micros { value: 5000 }
+max_enqueued_batches { value: 64 }
+num_batch_threads { value: 4 }
+pad_variable_length_inputs: false
+"""
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: str, version: int | None = None,
+                       tile: int | None = None) -> Path:
+    """Export ``run`` (a run folder or .keras file) to ``base/name/version``; returns that folder."""
+    import tensorflow as tf
+
+    from keras_ucaps.inference.predict import DEFAULT_TILE, load_model
+
+    if not NAME_PATTERN.match(name):
+        raise InputError("--name", f"model names take letters, digits, '_', '.', '-' only, got {name!r}")
+    loaded = load_model(run)
+    model = loaded.model
+    multiple = int(getattr(model, "patch_multiple", 8))
+    tile = tile or max(DEFAULT_TILE // 2, loaded.patch_size)
+    if tile % multiple:
+        raise InputError("--tile", f"must be a multiple of {multiple}, got {tile}")
+    config = _config_of(run, loaded, tile)
+    base = Path(base)
+    existing = sorted(int(p.name) for p in (base / name).glob("*") if p.name.isdigit())
+    version = version if version is not None else (existing[-1] + 1 if existing else 1)
+    target = base / name / str(version)
+    if target.exists():
+        raise InputError(target, "this version exists already: choose another --version")
+    with atomic_directory(target) as tmp, tempfile.TemporaryDirectory() as scratch:
+        config_file = Path(scratch) / "config.json"  # the asset keeps this file name
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
+        servable = _Servable(model, str(config_file), tile)
+        tf.saved_model.save(servable, str(tmp), signatures={
+            "serving_default": servable.serve.get_concrete_function(),
+            "metadata": servable.metadata.get_concrete_function(),
+        })
+    write_models_config(base)
+    return target
+
+
+def _config_of(run, loaded, tile: int) -> dict:
+    run = Path(run)
+    config_path = run / "config.json" if run.is_dir() else run.parent / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config.update(classes=loaded.classes.to_dict(), voxel_size=loaded.voxel_size, tile=tile,
+                  normalization=config.get("normalization", "tomogram z-score"),
+                  input="tomogram_patch: float32 [batch, D, H, W, 1], z-scored with the tomogram's mean and std",
+                  output="probabilities: float32 [batch, D, H, W, C], C = classes + background (label 0)")
+    return config
+
+
+def _servable_class():
+    import tensorflow as tf
+
+    class Servable(tf.Module):
+        def __init__(self, model, config_path: str, tile: int):
+            super().__init__()
+            self.model = model
+            self.config = tf.saved_model.Asset(config_path)
+            spec = tf.TensorSpec([None, tile, tile, tile, 1], tf.float32, name="tomogram_patch")
+            self.serve = tf.function(self._serve, input_signature=[spec])
+            self.metadata = tf.function(self._metadata, input_signature=[])
+
+        def _serve(self, tomogram_patch):
+            out = self.model(tomogram_patch, training=False)
+            probabilities = out["probabilities"] if isinstance(out, dict) else out
+            return {"probabilities": tf.cast(probabilities, tf.float32)}
+
+        def _metadata(self):
+            return {"config": tf.io.read_file(self.config)}
+
+    return Servable
+
+
+def _Servable(model, config_path, tile):  # noqa: N802 (a factory standing for the class)
+    return _servable_class()(model, config_path, tile)
+
+
+def write_models_config(base: str | os.PathLike) -> Path:
+    """Rewrite ``base/models.config`` listing every model folder under ``base``, and the batching file."""
+    base = Path(base)
+    names = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")
+                   and any(v.name.isdigit() for v in p.iterdir()))
+    entries = "".join(
+        f'  config {{\n    name: "{n}"\n    base_path: "/models/{n}"\n    model_platform: "tensorflow"\n'
+        f"    model_version_policy {{ all {{}} }}\n  }}\n" for n in names)
+    with atomic_path(base / "models.config") as tmp:
+        tmp.write_text(f"model_config_list {{\n{entries}}}\n")
+    with atomic_path(base / "batching.config") as tmp:
+        tmp.write_text(BATCHING_CONFIG)
+    return base / "models.config"

@@ -1,0 +1,75 @@
+"""SavedModel export: TF Serving's layout, signatures, and the same numbers as Keras."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from keras_ucaps.models import UNet3D
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    model = UNet3D(3, filters=(4, 6, 8), bottom_convs=1, name="tiny")
+    model.save(root / "m.keras")
+    result = run_cli("export", root / "m.keras", "--name", "tiny", "--base", root / "saved_models", "--tile", "16")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return model, root
+
+
+def test_saved_model_gives_the_keras_output_and_its_config(exported):
+    import tensorflow as tf
+
+    model, root = exported
+    version = root / "saved_models" / "tiny" / "1"
+    assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
+    assert (version / "assets" / "config.json").is_file()
+    loaded = tf.saved_model.load(str(version))
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 16, 1)).astype(np.float32)
+    served = loaded.signatures["serving_default"](tomogram_patch=tf.constant(x))["probabilities"].numpy()
+    np.testing.assert_allclose(served, np.asarray(model(x)["probabilities"]), atol=1e-5)
+    config = json.loads(loaded.signatures["metadata"]()["config"].numpy())
+    assert config["tile"] == 16 and len(config["classes"]["classes"]) == 2
+
+
+def test_saved_model_cli_lists_the_signature(exported):
+    _, root = exported
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    result = subprocess.run([str(cli), "show", "--dir", str(root / "saved_models" / "tiny" / "1"), "--all"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "signature_def['serving_default']" in result.stdout
+    assert "inputs['tomogram_patch']" in result.stdout and "(-1, 16, 16, 16, 1)" in result.stdout
+    assert "outputs['probabilities']" in result.stdout
+
+
+def test_versions_and_models_config(exported):
+    _, root = exported
+    base = root / "saved_models"
+    assert run_cli("export", root / "m.keras", "--name", "tiny", "--base", base, "--tile", "16").returncode == 0
+    assert (base / "tiny" / "2" / "saved_model.pb").is_file()
+    again = run_cli("export", root / "m.keras", "--name", "tiny", "--base", base, "--version", "2", "--tile", "16")
+    assert again.returncode == 2 and "exists already" in again.stderr
+    assert run_cli("export", root / "m.keras", "--name", "other", "--base", base, "--tile", "16").returncode == 0
+    config = (base / "models.config").read_text()
+    assert config.count("config {") == 2 and 'base_path: "/models/tiny"' in config and '"other"' in config
+    assert (base / "batching.config").is_file()
+    assert not [p for p in base.rglob("*") if ".part" in p.name]  # versions appeared whole
+    bad = run_cli("export", root / "m.keras", "--name", "x", "--base", base, "--tile", "10")
+    assert bad.returncode == 2 and "multiple of 4" in bad.stderr
+
+
+def test_dockerfile_serves_the_layout_export_writes():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "FROM tensorflow/serving:" in dockerfile and ":latest" not in dockerfile
+    assert "COPY saved_models/ /models/" in dockerfile
+    for flag in ("--port=8500", "--rest_api_port=8501", "--model_config_file=/models/models.config",
+                 "--enable_batching=true", "--batching_parameters_file=/models/batching.config"):
+        assert flag in dockerfile
