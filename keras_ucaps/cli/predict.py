@@ -10,8 +10,7 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 
 
 @click.command()
-@click.argument("model_path", metavar="RUN_OR_MODEL", type=click.Path(path_type=Path))
-@click.argument("tomograms", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("arguments", nargs=-1, required=True, metavar="[RUN_OR_MODEL] TOMO.mrc...")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the maps.")
 @click.option("--tile", default=None, type=click.IntRange(min=8),
               help="Tile side in voxels (default: 128, or the volume's smallest side).")
@@ -21,15 +20,38 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1), help="Tiles per batch.")
 @click.option("--pick", "pick_out", default=None, type=click.Path(path_type=Path),
               help="Also pick particles into this table (any format), as `keras-ucaps pick` would.")
+@click.option("--server", default=None, metavar="HOST:PORT",
+              help="Predict on a TensorFlow Serving gRPC endpoint instead of a local model.")
+@click.option("--model-name", default=None, help="The served model's name (with --server).")
+@click.option("--model-version", default=None, type=click.IntRange(min=1), help="A served version (default: latest).")
 @voxel_size_option
 @reports_input_errors
-def predict(model_path, tomograms, out, tile, margin, batch_size, pick_out, voxel_size):
-    """Predict per-class probability maps (float16 MRC) and a label map for each TOMOGRAM."""
+def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_name, model_version, voxel_size):
+    """Predict per-class probability maps (float16 MRC) and a label map for each tomogram.
+
+    keras-ucaps predict RUN_OR_MODEL TOMO.mrc... --out DIR, or, on a TF Serving
+    endpoint, keras-ucaps predict --server HOST:8500 --model-name NAME TOMO.mrc... --out DIR.
+    """
     import sys
 
-    from keras_ucaps.inference.predict import load_model, predict_tomogram
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.inference.predict import load_model, load_remote, predict_tomogram
 
-    loaded = load_model(model_path)
+    arguments = [Path(a) for a in arguments]
+    if server is not None:
+        if model_name is None:
+            raise InputError("--model-name", "give the served model's name with --server")
+        tomograms = arguments
+        from keras_ucaps.serving.client import ServingError
+
+        try:
+            loaded = load_remote(server, model_name, model_version)
+        except ServingError as err:
+            raise InputError("--server", str(err)) from None
+    else:
+        if len(arguments) < 2:
+            raise InputError("RUN_OR_MODEL", "give a run folder or .keras file, then tomograms (or --server)")
+        loaded, tomograms = load_model(arguments[0]), arguments[1:]
     for tomogram in tomograms:
         files = predict_tomogram(loaded, tomogram, out, tile=tile, margin=margin, batch_size=batch_size,
                                  voxel_size=voxel_size, progress=sys.stdout.isatty())

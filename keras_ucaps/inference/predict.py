@@ -44,6 +44,16 @@ class LoadedModel:
     source: Path
 
 
+def load_remote(address: str, model_name: str, version: int | None = None) -> LoadedModel:
+    """A model served by TF Serving, described by its exported config."""
+    from keras_ucaps.serving.client import RemoteModel, ServingClient
+
+    remote = RemoteModel(ServingClient(address, model_name, version))
+    config = remote.config
+    classes = ClassRegistry.from_dict(config["classes"], f"{address}/{model_name}")
+    return LoadedModel(remote, classes, config.get("voxel_size"), remote.tile, Path(f"{address}/{model_name}"))
+
+
 def load_model(path: str | os.PathLike) -> LoadedModel:
     """A run folder (config.json + weights_best.keras) or a .keras file (with a
     config.json beside it, if any)."""
@@ -153,7 +163,7 @@ def predict_tomogram(
     """Predict one tomogram and write its probability maps and label map into ``out``."""
     from scipy import ndimage
 
-    from keras_ucaps.inference.tiling import receptive_radius
+    from keras_ucaps.inference.tiling import receptive_radius, receptive_radius_of
 
     tomogram = Path(tomogram)
     volume = read_volume(tomogram)
@@ -167,6 +177,11 @@ def predict_tomogram(
                       f"resampling by {vs / loaded.voxel_size:.3f} for prediction", KerasUcapsWarning, stacklevel=2)
         data = ndimage.zoom(np.asarray(data, dtype=np.float32), vs / loaded.voxel_size, order=1)
     multiple = int(getattr(loaded.model, "patch_multiple", 8))
+    remote = hasattr(loaded.model, "client")
+    if remote:  # a served model takes tiles of its exported side only
+        if tile not in (None, loaded.model.tile):
+            raise InputError("--tile", f"the served model takes {loaded.model.tile}³ tiles only")
+        tile = loaded.model.tile
     tile = tile or max(DEFAULT_TILE, loaded.patch_size)
     tile = max(multiple, tile - tile % multiple)
     if any(n < tile for n in data.shape):
@@ -174,7 +189,10 @@ def predict_tomogram(
         tile = max(multiple, small - small % multiple)
         if any(n < tile for n in data.shape) or tile < multiple:
             raise InputError(tomogram, f"volume {data.shape} is smaller than one {multiple}-voxel tile")
-    margin = min(receptive_radius(loaded.model), tile // 8) if margin is None else margin
+    if margin is None:
+        radius = (receptive_radius_of(loaded.model.config["model_class"], loaded.model.config["model_config"])
+                  if remote else receptive_radius(loaded.model))
+        margin = min(radius, tile // 8)
     mean, std = tomogram_statistics(data)
     normalised = _Normalised(data, mean, std)
     num_classes = loaded.classes.num_classes

@@ -64,8 +64,11 @@ def receptive_radius(model) -> int:
     Each k³ convolution at scale s (voxels per feature voxel) adds (k − 1)/2 · s, each
     pooling or striding by 2 at scale s adds s / 2, each upsampling adds s.
     """
-    config = model.get_config()
-    name = type(model).__name__
+    return receptive_radius_of(type(model).__name__, model.get_config())
+
+
+def receptive_radius_of(name: str, config: dict) -> int:
+    """:func:`receptive_radius` from a model's class name and Keras config."""
     if name == "UNet3D":
         depth = len(config["filters"]) - 1
         radius = sum(2 * 2**level + 2**level / 2 for level in range(depth))  # two 3³ convs, then pool

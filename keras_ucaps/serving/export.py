@@ -73,6 +73,8 @@ def _config_of(run, loaded, tile: int) -> dict:
     config_path = run / "config.json" if run.is_dir() else run.parent / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     config.update(classes=loaded.classes.to_dict(), voxel_size=loaded.voxel_size, tile=tile,
+                  model_class=type(loaded.model).__name__, model_config=loaded.model.get_config(),
+                  patch_multiple=int(getattr(loaded.model, "patch_multiple", 8)),
                   normalization=config.get("normalization", "tomogram z-score"),
                   input="tomogram_patch: float32 [batch, D, H, W, 1], z-scored with the tomogram's mean and std",
                   output="probabilities: float32 [batch, D, H, W, C], C = classes + background (label 0)")
