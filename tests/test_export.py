@@ -73,3 +73,16 @@ def test_dockerfile_serves_the_layout_export_writes():
     for flag in ("--port=8500", "--rest_api_port=8501", "--model_config_file=/models/models.config",
                  "--enable_batching=true", "--batching_parameters_file=/models/batching.config"):
         assert flag in dockerfile
+
+
+def test_a_model_saved_under_jax_exports_under_tensorflow(tmp_path):
+    import os
+
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    script = ("from keras_ucaps.models import UNet3D; import keras; assert keras.backend.backend() == 'jax'; "
+              f"UNet3D(2, filters=(4, 8), bottom_convs=1).save({str(tmp_path / 'jax.keras')!r})")
+    assert subprocess.run([sys.executable, "-c", script], env=env, capture_output=True).returncode == 0
+    result = subprocess.run([sys.executable, "-m", "keras_ucaps", "export", str(tmp_path / "jax.keras"), "--name", "j",
+                             "--base", str(tmp_path / "sm"), "--tile", "16"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "sm" / "j" / "1" / "saved_model.pb").is_file()

@@ -21,6 +21,11 @@ from keras_ucaps.cli.common import reports_input_errors
 def export(run, name, version, base, tile):
     """Export RUN_OR_MODEL to BASE/NAME/VERSION (saved_model.pb + variables/ + assets/config.json) and list it in
     BASE/models.config."""
+    import os
+    import sys
+
+    if "keras" not in sys.modules:  # a SavedModel needs TensorFlow, whatever backend trained the model
+        os.environ["KERAS_BACKEND"] = "tensorflow"
     from keras_ucaps.serving.export import export_saved_model
 
     target = export_saved_model(run, base, name, version, tile)
