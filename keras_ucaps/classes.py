@@ -89,14 +89,9 @@ class ClassRegistry:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ClassRegistry:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(path, "no such file")
-        try:
-            payload = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(path, f"not valid JSON ({err})") from None
-        return cls.from_dict(payload, str(path))
+        from keras_ucaps.io.jsonfile import read_json
+
+        return cls.from_dict(read_json(path), str(path))
 
     def to_dict(self) -> dict:
         return {

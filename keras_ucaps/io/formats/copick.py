@@ -23,6 +23,7 @@ import numpy as np
 from keras_ucaps.errors import InputError
 from keras_ucaps.io.atomic import atomic_path
 from keras_ucaps.io.formats.common import FormatContext, matrix_to_zyz
+from keras_ucaps.io.jsonfile import read_json
 from keras_ucaps.io.particles import ParticleTable
 
 NAME = "copick"
@@ -69,12 +70,7 @@ def _is_picks(path: Path) -> bool:
 
 
 def _read_file(path: Path, voxel_size: float) -> ParticleTable:
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    try:
-        payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(path, f"not valid JSON ({err})") from None
+    payload = read_json(path)
     for key in ("pickable_object_name", "points"):
         if not isinstance(payload, dict) or key not in payload:
             raise InputError(path, f"copick picks file is missing '{key}'")
