@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,13 +38,18 @@ print(json.dumps({"predict_s": time.perf_counter() - start, "shape": list(scores
 
 
 def timed(command, env=None):
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-3000:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # max over children so far
-    return wall, peak, result.stdout
+    """Wall seconds, this process's own peak RSS (GB) and its stdout."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise SystemExit(err.read()[-3000:])
+        return wall, usage.ru_maxrss / 2**20, out.read()
 
 
 def main():
@@ -83,7 +87,7 @@ def main():
                                      "160"], env={**env, "TF_USE_LEGACY_KERAS": "1"})
             rows["deepfinder_predict_s"] = json.loads(out.strip().splitlines()[-1])["predict_s"]
         rows[name] = wall
-        print(f"| {name} | {wall:.1f} s | {voxels / wall / 1e6:.2f} M | {peak:.1f} GB (max so far) |", flush=True)
+        print(f"| {name} | {wall:.1f} s | {voxels / wall / 1e6:.2f} M | {peak:.1f} GB |", flush=True)
     if "unet" in rows and "deepfinder" in rows:
         print(f"UNet throughput / DeepFinder's: {rows['deepfinder'] / rows['unet']:.2f}×")
 
