@@ -127,3 +127,20 @@ def test_confusion_shrec_thresholds_voxel_ap_and_report(tmp_path):
     assert "confusion" in result.stdout and "voxel-level average precision: big 1.000, small 1.000" in result.stdout
     assert json.loads((tmp_path / "run" / "thresholds.json").read_text())["thresholds"]["small"] > 0.1
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_touching_large_particles_are_split_into_one_pick_each():
+    classes = ClassRegistry.from_radii({"big": 60.0})
+    truth = ParticleTable.from_columns([[14, 14, 14], [26, 14, 14], [20, 24, 14]], "big", "t")
+    labels = sphere_targets(truth, (28, 40, 40), classes, 10.0)  # three 6-voxel spheres merged into one blob
+    from scipy import ndimage
+
+    assert ndimage.label(labels == 1)[1] == 1
+    zz, yy, xx = np.mgrid[:28, :40, :40]
+    prob = np.zeros(labels.shape, np.float32)
+    for x, y, z in truth.coords:
+        prob = np.maximum(prob, np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / 30.0))
+    picks = pick_particles(labels, classes, 10.0, probabilities={"big": prob})
+    assert len(picks) == 3
+    rows, _ = match(truth.coords, picks.coords, max_distance=2.0)
+    assert len(rows) == 3

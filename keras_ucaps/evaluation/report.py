@@ -52,6 +52,8 @@ def render_report(
             sel = near & (predicted.class_name == name)
             axes[0].scatter(predicted.coords[sel, 0], predicted.coords[sel, 1], marker="x", s=12, lw=0.8,
                             color=colours[name], label=name)
+        axes[0].set_xlim(-0.5, ref.shape[2] - 0.5)
+        axes[0].set_ylim(ref.shape[1] - 0.5, -0.5)
         axes[0].set_title(f"z = {cz}: truth ○, picks ×", fontsize=9)
         axes[0].legend(fontsize=7, loc="upper right")
     if true_labels is not None and predicted_labels is not None:

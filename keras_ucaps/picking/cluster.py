@@ -3,8 +3,12 @@
 Per class, the voxels labelled with it form connected components (26-connected).
 A component smaller than ``min_size`` voxels is dropped (default: a fifth of the
 volume of the class's sphere, at least 2 voxels: noise specks are smaller than any particle).
-Each kept component becomes one particle at its probability-weighted centroid
-(plain centroid without a probability map), scored by its mean probability.
+A component no larger than 1.5 spheres becomes one particle at its
+probability-weighted centroid (plain centroid without a probability map), scored
+by its mean probability. A larger one holds touching particles (crowded large
+complexes merge into one blob): it is split at the local maxima of the class
+probability smoothed over a third of the radius, at least one radius apart,
+each scored by the smoothed probability there.
 Picks of one class closer than ``suppress`` × radius are merged, the
 higher-scored one kept. Connected components were chosen over mean-shift
 clustering because their cost is one pass over the map (DeepFinder's MeanShift
@@ -70,11 +74,31 @@ def pick_particles(
             continue
         prob = (probabilities or {}).get(cls.name)
         weight = np.asarray(prob, dtype=np.float32) if prob is not None else mask.astype(np.float32)
-        centres = np.array(ndimage.center_of_mass(weight, components, keep)).reshape(-1, 3)  # z, y, x
-        scores = ndimage.mean(weight, components, keep) if prob is not None else np.full(len(keep), np.nan)
+        sphere = 4 / 3 * np.pi * radius**3
+        whole = keep[sizes[keep - 1] <= 1.5 * sphere]
+        merged = keep[sizes[keep - 1] > 1.5 * sphere]
+        centres = np.array(ndimage.center_of_mass(weight, components, whole)).reshape(-1, 3)  # z, y, x
+        scores = ndimage.mean(weight, components, whole) if prob is not None else np.full(len(whole), np.nan)
+        if len(merged):
+            peak_centres, peak_scores = _split_at_peaks(weight, components, merged, radius, prob is not None)
+            centres = np.concatenate([centres, peak_centres])
+            scores = np.concatenate([np.asarray(scores, dtype=float), peak_scores])
         table = ParticleTable.from_columns(centres[:, ::-1], cls.name, tomo, score=np.asarray(scores, dtype=float))
         tables.append(suppress_duplicates(table, suppress * radius))
     return ParticleTable.concat(tables)
+
+
+def _split_at_peaks(weight, components, merged, radius, scored):
+    """Local maxima of the smoothed weight inside the ``merged`` components, at least a radius apart."""
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(weight, sigma=max(1.0, radius / 3))
+    size = 2 * int(round(radius)) + 1
+    inside = np.isin(components, merged)
+    peaks = inside & (smooth == ndimage.maximum_filter(smooth, size=size)) & (smooth > 0)
+    zyx = np.argwhere(peaks).astype(np.float64)
+    scores = smooth[peaks].astype(float) if scored else np.full(len(zyx), np.nan)
+    return zyx, scores
 
 
 def suppress_duplicates(table: ParticleTable, distance: float) -> ParticleTable:
