@@ -128,6 +128,12 @@ def test_confusion_shrec_thresholds_voxel_ap_and_report(tmp_path):
     assert json.loads((tmp_path / "run" / "thresholds.json").read_text())["thresholds"]["small"] > 0.1
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
+    # pick --thresholds drops the picks scoring below their class's threshold.
+    from keras_ucaps.cli.pick import apply_thresholds
+
+    kept = apply_thresholds(predicted, tmp_path / "run" / "thresholds.json")
+    assert len(kept) == 3 and kept.score.min() >= 0.7
+
 
 def test_touching_large_particles_are_split_into_one_pick_each():
     classes = ClassRegistry.from_radii({"big": 60.0})

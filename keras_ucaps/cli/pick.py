@@ -19,8 +19,10 @@ from keras_ucaps.cli.common import reports_input_errors, table_format_choice
               help="Smallest component kept for a class (default: a fifth of its sphere's volume).")
 @click.option("--suppress", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="Merge picks of a class closer than this fraction of its radius.")
+@click.option("--thresholds", "thresholds_path", type=click.Path(path_type=Path),
+              help="thresholds.json from `keras-ucaps evaluate --model`: drop picks scoring below their class's.")
 @reports_input_errors
-def pick(label_maps, out, table_format, classes_path, min_sizes, suppress):
+def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thresholds_path=None):
     """Pick particles from label maps written by `keras-ucaps predict`.
 
     Each NAME_labels.mrc is read with the NAME_prob_CLASS.mrc maps beside it
@@ -43,12 +45,28 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress):
         tables.append(table)
         shapes[table_name(path)] = shape[::-1]
     table = ParticleTable.concat(tables)
+    if thresholds_path is not None:
+        table = apply_thresholds(table, thresholds_path)
     write_particles(table, out, table_format, FormatContext(voxel_size=voxel_size, tomogram_size=shapes,
                                                             classes=classes))
     counts = table.counts()
     summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in classes.names)
     click.echo(f"wrote {out}: {len(table)} particles ({summary})" + ("" if len(table) else
                                                                      " — no particles found"))
+
+
+def apply_thresholds(table, path: Path):
+    """Keep the picks scoring at least their class's threshold (picks without a score are kept)."""
+    import numpy as np
+
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.io.jsonfile import read_json
+
+    payload = read_json(path)
+    if not isinstance(payload, dict) or not isinstance(payload.get("thresholds"), dict):
+        raise InputError(path, "not a thresholds file (no 'thresholds' mapping)")
+    limits = np.array([payload["thresholds"].get(name, 0.0) for name in table.class_name], dtype=float)
+    return table[~(table.score < limits)]
 
 
 def table_name(label_map: Path) -> str:

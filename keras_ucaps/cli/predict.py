@@ -19,7 +19,8 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
                    "a tile; at least the receptive radius makes tiles equal one-pass prediction).")
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1), help="Tiles per batch.")
 @click.option("--pick", "pick_out", default=None, type=click.Path(path_type=Path),
-              help="Also pick particles into this table (any format), as `keras-ucaps pick` would.")
+              help="Also pick particles into this table (any format), as `keras-ucaps pick` would, with the "
+                   "run's thresholds.json when it has one.")
 @click.option("--server", default=None, metavar="HOST:PORT",
               help="Predict on a TensorFlow Serving gRPC endpoint instead of a local model.")
 @click.option("--model-name", default=None, help="The served model's name (with --server).")
@@ -59,6 +60,9 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
     if pick_out is not None:
         from keras_ucaps.cli.pick import pick
 
+        run = arguments[0] if server is None and arguments[0].is_dir() else None
+        thresholds = run / "thresholds.json" if run is not None and (run / "thresholds.json").is_file() else None
         click.get_current_context().invoke(pick, label_maps=[Path(out) / f"{Path(t).stem}_labels.mrc"
                                                               for t in tomograms], out=pick_out, table_format=None,
-                                           classes_path=Path(out) / "classes.json", min_sizes=(), suppress=0.5)
+                                           classes_path=Path(out) / "classes.json", min_sizes=(), suppress=0.5,
+                                           thresholds_path=thresholds)
