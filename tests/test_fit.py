@@ -129,3 +129,27 @@ print("multi-worker", isinstance(strategy, tf.distribute.MultiWorkerMirroredStra
     assert all("multi-worker True 2" in out for out in outputs)
     assert (tmp_path / "run" / "weights_best.keras").is_file()  # the chief wrote the run
     assert (tmp_path / "run" / ".worker_worker_1").is_dir()  # the other worker wrote elsewhere
+
+
+def test_k_fold_cross_validation_by_tomogram(tmp_path, store):
+    result = run_cli("fit", "--data", store, "--out", tmp_path / "cv", "--epochs", "1", "--folds", "3", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for k in range(3):
+        config = json.loads((tmp_path / "cv" / f"fold_{k}" / "config.json").read_text())
+        assert config["fit"]["folds"] == 3 and config["fit"]["fold"] == k
+    summary = json.loads((tmp_path / "cv" / "folds.json").read_text())
+    assert summary["folds"] == 3 and len(summary["per_fold"]) == 3
+    assert {"mean", "std"} <= set(summary["summary"]["val_loss"])
+    assert "3-fold cross-validation" in result.stdout and "val_dice_big" in result.stdout
+    bad = run_cli("fit", "--data", store, "--out", tmp_path / "cv5", "--epochs", "1", "--folds", "5", *FAST)
+    assert bad.returncode == 2 and "--folds" in bad.stderr
+
+
+def test_split_indices_hold_out_whole_tomograms(store):
+    from keras_ucaps.data.pipeline import read_store_info
+    from keras_ucaps.training.fit import FitSettings, split_indices
+
+    info = read_store_info(store)
+    for k in range(3):
+        train, val = split_indices(info, FitSettings(data=str(store), folds=3, fold=k))
+        assert set(info.tomogram[val]) == {k} and k not in set(info.tomogram[train])
