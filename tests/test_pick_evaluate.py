@@ -150,3 +150,33 @@ def test_touching_large_particles_are_split_into_one_pick_each():
     assert len(picks) == 3
     rows, _ = match(truth.coords, picks.coords, max_distance=2.0)
     assert len(rows) == 3
+
+
+def test_pick_predicts_tomograms_with_a_model_first(tmp_path):
+    from keras_ucaps.models import UNet3D
+
+    UNet3D(3, filters=(4, 8), bottom_convs=1).save(tmp_path / "m.keras")
+    tomo = write_volume(tmp_path / "t.mrc", np.random.default_rng(2).normal(size=(16, 24, 24)), 10.0)
+    result = run_cli("pick", tomo, "--model", tmp_path / "m.keras", "--out", tmp_path / "picks.csv", "--maps",
+                     tmp_path / "maps")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "picks.csv").is_file() and (tmp_path / "maps" / "t_labels.mrc").is_file()
+    assert "particles" in result.stdout
+
+
+def test_bundled_model_is_verified_and_picks_a_simulated_tomogram(tmp_path, monkeypatch):
+    from keras_ucaps import pretrained
+
+    run = pretrained.pretrained_run()
+    assert (run / "MODEL_CARD.md").is_file() and (run / "thresholds.json").is_file()
+    result = run_cli("simulate", "--size", "small", "--out", tmp_path / "sim", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("pick", tmp_path / "sim" / "tomo.mrc", "--out", tmp_path / "picks.csv")
+    assert result.returncode == 0, result.stderr[-2000:]
+    picks = read_particles(tmp_path / "picks.csv")
+    truth = read_particles(tmp_path / "sim" / "tomo_particles.csv")
+    scores = evaluate_tables(truth, picks, ClassRegistry.load(tmp_path / "sim" / "classes.json"), 10.0)
+    assert scores["micro"]["f1"] > 0.3  # a trained model, not chance
+    monkeypatch.setitem(pretrained.REGISTRY, "shrec-unet", ("0" * 64, "tampered"))
+    with pytest.raises(Exception, match="checksum mismatch"):
+        pretrained.pretrained_run("shrec-unet")

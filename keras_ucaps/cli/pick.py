@@ -10,7 +10,8 @@ from keras_ucaps.cli.common import reports_input_errors, table_format_choice
 
 
 @click.command()
-@click.argument("label_maps", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="NAME_labels.mrc...")
+@click.argument("label_maps", nargs=-1, required=True, type=click.Path(path_type=Path),
+                metavar="TOMO.mrc... | NAME_labels.mrc...")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Particle table to write (any format).")
 @click.option("--format", "table_format", type=table_format_choice, help="Table format (default: from the suffix).")
 @click.option("--classes", "classes_path", type=click.Path(path_type=Path),
@@ -21,13 +22,22 @@ from keras_ucaps.cli.common import reports_input_errors, table_format_choice
               help="Merge picks of a class closer than this fraction of its radius.")
 @click.option("--thresholds", "thresholds_path", type=click.Path(path_type=Path),
               help="thresholds.json from `keras-ucaps evaluate --model`: drop picks scoring below their class's.")
+@click.option("--model", "model", default=None,
+              help="For tomograms: a run folder, .keras file or bundled model name (default: the bundled default).")
+@click.option("--maps", "maps_dir", default=None, type=click.Path(path_type=Path),
+              help="For tomograms: keep the predicted maps in this folder (default: discard them).")
 @reports_input_errors
-def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thresholds_path=None):
-    """Pick particles from label maps written by `keras-ucaps predict`.
+def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thresholds_path=None, model=None,
+         maps_dir=None):
+    """Pick particles from tomograms, or from label maps written by `keras-ucaps predict`.
 
-    Each NAME_labels.mrc is read with the NAME_prob_CLASS.mrc maps beside it
-    (for probability-weighted centres and scores, when present).
+    Given tomograms, it predicts them first with --model (a bundled model by
+    default) and applies the model's thresholds.json. Each NAME_labels.mrc is
+    read with the NAME_prob_CLASS.mrc maps beside it (for probability-weighted
+    centres and scores, when present).
     """
+    if not all(Path(p).name.endswith("_labels.mrc") for p in label_maps):
+        return _pick_tomograms(label_maps, out, table_format, min_sizes, suppress, model, maps_dir)
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.errors import InputError
     from keras_ucaps.io import FormatContext, ParticleTable, write_particles
@@ -53,6 +63,37 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
     summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in classes.names)
     click.echo(f"wrote {out}: {len(table)} particles ({summary})" + ("" if len(table) else
                                                                      " — no particles found"))
+
+
+def _pick_tomograms(tomograms, out, table_format, min_sizes, suppress, model, maps_dir):
+    """Predict each tomogram with ``model``, then pick, with the model's thresholds."""
+    import shutil
+    import tempfile
+
+    from keras_ucaps.inference.predict import load_model, predict_tomogram
+
+    if model is None or not Path(model).exists():
+        from keras_ucaps.pretrained import pretrained_run
+
+        model = pretrained_run(model)
+    model = Path(model)
+    loaded = load_model(model)
+    if maps_dir is None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".keras-ucaps-maps-", dir=Path(out).parent))
+    else:
+        scratch = Path(maps_dir)
+    try:
+        for tomogram in tomograms:
+            predict_tomogram(loaded, tomogram, scratch)
+        thresholds = model / "thresholds.json" if model.is_dir() and (model / "thresholds.json").is_file() else None
+        click.get_current_context().invoke(
+            pick, label_maps=[scratch / f"{Path(t).stem}_labels.mrc" for t in tomograms], out=out,
+            table_format=table_format, classes_path=scratch / "classes.json", min_sizes=min_sizes, suppress=suppress,
+            thresholds_path=thresholds)
+    finally:
+        if maps_dir is None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def apply_thresholds(table, path: Path):

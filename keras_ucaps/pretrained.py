@@ -1,0 +1,49 @@
+"""Pretrained models shipped with the package, registered by name with a checksum.
+
+Each lives in ``keras_ucaps/resources/models/NAME/`` as a run folder:
+``weights_best.keras`` (no optimizer state), ``config.json``, ``thresholds.json``
+and ``MODEL_CARD.md`` (training data, simulation settings, voxel size, held-out
+F1, training time and hardware). The weights' SHA-256 is checked before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+from keras_ucaps.errors import InputError
+
+# name -> (SHA-256 of weights_best.keras, one-line description)
+REGISTRY: dict[str, tuple[str, str]] = {
+    "shrec-unet": (
+        "786190d795cb44cdc76f2d5ba2c0e2fb9f8482ba3758e165f957c50e39e7128b",
+        "3D-UNet, 4v94 / 1bxn / 3gl1 at 10 Å, trained on simulated 'shrec' tomograms (held-out macro F1 0.69)",
+    ),
+}
+DEFAULT = "shrec-unet"
+
+
+def models_folder() -> Path:
+    return Path(str(resources.files("keras_ucaps") / "resources" / "models"))
+
+
+def pretrained_run(name: str | None = None) -> Path:
+    """The run folder of pretrained model ``name`` (default: the bundled default), checksum verified."""
+    name = name or DEFAULT
+    if name is None or name not in REGISTRY:
+        known = ", ".join(REGISTRY) or "none bundled yet"
+        raise InputError("--model", f"unknown pretrained model {name!r} (bundled: {known})")
+    folder = models_folder() / name
+    digest = sha256(folder / "weights_best.keras")
+    if digest != REGISTRY[name][0]:
+        raise InputError(folder / "weights_best.keras", f"checksum mismatch ({digest[:12]}…): reinstall keras-ucaps")
+    return folder
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
