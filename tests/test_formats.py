@@ -13,7 +13,8 @@ from keras_ucaps.errors import InputError
 from keras_ucaps.io import FORMATS, FormatContext, ParticleTable, read_particles, write_particles
 from keras_ucaps.io.formats import format_for
 
-NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", min_size=1, max_size=12)
+NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", min_size=1,
+                max_size=12).filter(lambda s: s.lower().lstrip("+-") != "nan")  # STAR refuses these (tested below)
 SUFFIX = {"csv": "t.csv", "relion4": "t.star", "relion5": "t.star", "deepfinder": "t.xml", "copick": "picks"}
 
 
@@ -175,3 +176,14 @@ def test_format_from_suffix(tmp_path):
     assert format_for("a.STAR").name == "relion4"
     assert format_for("a.xml").name == "deepfinder"
     assert format_for(tmp_path).name == "copick"
+
+
+def test_names_pandas_would_take_for_missing_values(tmp_path):
+    table = ParticleTable.from_columns([[1, 2, 3], [4, 5, 6]], ["NULL", "None"], ["NaN", "NA"])
+    path = write_particles(table, tmp_path / "t.csv")
+    assert_same_particles(table, read_particles(path))
+    path = write_particles(table[1:], tmp_path / "t.star")  # NULL, None and NA survive STAR too
+    assert_same_particles(table[1:], read_particles(path))
+    with pytest.raises(InputError, match="missing value: rename"):
+        write_particles(table, tmp_path / "u.star")
+    assert not (tmp_path / "u.star").exists()

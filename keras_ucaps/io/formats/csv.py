@@ -25,7 +25,8 @@ def read(path: Path, context: FormatContext) -> ParticleTable:
     import pandas as pd
 
     try:
-        frame = pd.read_csv(path, dtype={"tomo": str, "class_name": str}, keep_default_na=True)
+        # Everything as text, no "NA" guessing: a tomogram may be called "NULL" or "nan".
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(path, f"not a readable CSV table ({str(err).splitlines()[0]})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -37,11 +38,11 @@ def read(path: Path, context: FormatContext) -> ParticleTable:
     angles = np.full((n, 3), np.nan)
     for i, c in enumerate(ANGLES):
         if c in frame:
-            angles[:, i] = float_column(frame[c], path, c, allow_nan=True)
-    score = float_column(frame["score"], path, "score", allow_nan=True) if "score" in frame else None
-    tomo = frame["tomo"].fillna("").tolist() if "tomo" in frame else Path(path).stem
-    if frame["class_name"].isna().any():
-        raise InputError(path, f"column class_name is empty in row {int(frame['class_name'].isna().argmax()) + 1}")
+            angles[:, i] = float_column(frame[c].replace("", "nan"), path, c, allow_nan=True)
+    score = float_column(frame["score"].replace("", "nan"), path, "score", allow_nan=True) if "score" in frame else None
+    tomo = frame["tomo"].tolist() if "tomo" in frame else Path(path).stem
+    if (frame["class_name"] == "").any():
+        raise InputError(path, f"column class_name is empty in row {int((frame['class_name'] == '').argmax()) + 1}")
     return ParticleTable.from_columns(coords, frame["class_name"].tolist(), tomo, angles, score)
 
 

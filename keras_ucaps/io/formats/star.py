@@ -119,6 +119,9 @@ def _write(columns: dict, path: Path) -> None:
     first = [c for c in (*ABSOLUTE, *CENTRED) if c in frame]
     frame = frame[[TOMO, *first, *[c for c in frame.columns if c not in first and c != TOMO]]]
     names = [str(v) for c in (TOMO, CLASS_NAME) for v in frame[c]]
+    unreadable = sorted({v for v in names if v.lower().lstrip("+-") == "nan"})
+    if unreadable:
+        raise InputError(path, f"STAR readers take the name {unreadable[0]!r} for a missing value: rename it")
     quote = any(_NEEDS_QUOTES.search(v) or not v for v in names)
     with atomic_path(path) as tmp:
         starfile.write({"particles": frame}, tmp, overwrite=True, float_format="%.6f", quote_all_strings=quote)
