@@ -153,3 +153,12 @@ def test_split_indices_hold_out_whole_tomograms(store):
     for k in range(3):
         train, val = split_indices(info, FitSettings(data=str(store), folds=3, fold=k))
         assert set(info.tomogram[val]) == {k} and k not in set(info.tomogram[train])
+
+
+def test_architecture_options_reach_the_model(tmp_path, store):
+    result = run_cli("fit", "--data", store, "--out", tmp_path / "bn", "--epochs", "1", "--normalization", "batch",
+                     *FAST)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "bn" / "config.json").read_text())["model"]["normalization"] == "batch"
+    wrong = run_cli("fit", "--data", store, "--out", tmp_path / "x", "--dilation", *FAST)
+    assert wrong.returncode == 2 and "--dilation: applies to --model ucaps only" in wrong.stderr

@@ -27,6 +27,11 @@ from keras_ucaps.cli.common import reports_input_errors
 @click.option("--validation-steps", default=None, type=click.IntRange(min=1),
               help="Validation batches per epoch (default: all validation patches).")
 @click.option("--levels", default=None, type=click.Choice(["2", "3"]), help="UCaps encoder levels (default 3).")
+@click.option("--encoder-kernel-size", default=None, type=click.Choice(["3", "5"]),
+              help="UCaps capsule kernel (default 3; 5 is the paper's ablation).")
+@click.option("--dilation", is_flag=True, help="UCaps: dilate the feature extractor (the paper's ablation).")
+@click.option("--normalization", default=None, type=click.Choice(["batch", "instance"]),
+              help="UNet: normalise after each 3³ convolution (default: none, as DeepFinder).")
 @click.option("--reconstruction", default="mse", show_default=True, type=click.Choice(["mse", "bce"]),
               help="UCaps reconstruction loss.")
 @click.option("--folds", default=None, type=click.IntRange(min=2),
@@ -35,14 +40,24 @@ from keras_ucaps.cli.common import reports_input_errors
 @click.option("--seed", default=0, show_default=True, type=int)
 @reports_input_errors
 def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mixed_precision, steps_per_epoch,
-        validation_steps, levels, reconstruction, folds, resume, seed):
+        validation_steps, levels, encoder_kernel_size, dilation, normalization, reconstruction, folds, resume, seed):
     """Train a model; writes weights_best.keras, weights_last.keras, config.json, history.csv and logs/ into OUT."""
     import numpy as np
 
+    from keras_ucaps.errors import InputError
     from keras_ucaps.training.fit import FitSettings, write_json
     from keras_ucaps.training.fit import fit as run_fit
 
-    options = {"levels": int(levels)} if levels and architecture == "ucaps" else {}
+    ucaps_options = {"levels": int(levels) if levels else None,
+                     "encoder_kernel_size": int(encoder_kernel_size) if encoder_kernel_size else None,
+                     "dilation": dilation or None}
+    options = {k: v for k, v in ucaps_options.items() if v is not None}
+    if options and architecture != "ucaps":
+        raise InputError("--" + next(iter(options)).replace("_", "-"), "applies to --model ucaps only")
+    if normalization:
+        if architecture != "unet":
+            raise InputError("--normalization", "applies to --model unet only")
+        options["normalization"] = normalization
     settings = FitSettings(model=architecture, data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, patience=patience, mixed_precision=mixed_precision,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, seed=seed,
