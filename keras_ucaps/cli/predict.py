@@ -13,7 +13,8 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.argument("arguments", nargs=-1, required=True, metavar="[RUN_OR_MODEL] TOMO.mrc...")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the maps.")
 @click.option("--tile", default=None, type=click.IntRange(min=8),
-              help="Tile side in voxels (default: 128, or the volume's smallest side).")
+              help="Tile side in voxels (default: 128 for the UNet, 64 for UCaps, at most the volume's smallest "
+                   "side).")
 @click.option("--overlap", "margin", default=None, type=click.IntRange(min=0),
               help="Voxels trusted less at each tile face (default: the receptive radius, at most an eighth of "
                    "a tile; at least the receptive radius makes tiles equal one-pass prediction).")

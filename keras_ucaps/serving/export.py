@@ -39,14 +39,14 @@ def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: st
     """Export ``run`` (a run folder or .keras file) to ``base/name/version``; returns that folder."""
     import tensorflow as tf
 
-    from keras_ucaps.inference.predict import DEFAULT_TILE, load_model
+    from keras_ucaps.inference.predict import load_model
 
     if not NAME_PATTERN.match(name):
         raise InputError("--name", f"model names take letters, digits, '_', '.', '-' only, got {name!r}")
     loaded = load_model(run)
     model = loaded.model
     multiple = int(getattr(model, "patch_multiple", 8))
-    tile = tile or max(DEFAULT_TILE // 2, loaded.patch_size)
+    tile = tile or max(64, loaded.patch_size)
     if tile % multiple:
         raise InputError("--tile", f"must be a multiple of {multiple}, got {tile}")
     config = _config_of(run, loaded, tile)
