@@ -64,11 +64,14 @@ def render_slices(
 
     nz, ny, nx = volume.shape
     cx, cy, cz = centre_xyz or (nx // 2, ny // 2, nz // 2)
+    # Per view: the image, and which coordinate (0 x, 1 y, 2 z) runs along its columns, its rows and its depth.
     views = {
-        "xy": (stretch(slab_mean(volume, 0, cz, thickness)), (0, 1), 2, cz),  # rows y, cols x; depth axis z
-        "xz": (stretch(slab_mean(volume, 1, cy, thickness)), (0, 2), 1, cy),  # rows z, cols x
-        "yz": (stretch(slab_mean(volume, 2, cx, thickness)).T, (2, 1), 0, cx),  # rows y, cols z
+        "xy": (stretch(slab_mean(volume, 0, cz, thickness)), 0, 1, 2),
+        "xz": (stretch(slab_mean(volume, 1, cy, thickness)), 0, 2, 1),
+        "yz": (stretch(slab_mean(volume, 2, cx, thickness)).T, 2, 1, 0),
     }
+    centre = (cx, cy, cz)
+    names = "xyz"
     scale = 6.0 / max(nx + nz, ny + nz)
     fig = plt.figure(figsize=((nx + nz) * scale + 0.4, (ny + nz) * scale + 0.8), dpi=150)
     grid = fig.add_gridspec(2, 2, width_ratios=[nx, nz], height_ratios=[ny, nz], wspace=0.02, hspace=0.02)
@@ -76,21 +79,17 @@ def render_slices(
     classes = picks.classes if picks is not None else []
     colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(classes)}
     for key, ax in axes.items():
-        image, _, _, _ = views[key]
+        image, col_axis, row_axis, depth_axis = views[key]
         ax.imshow(image, cmap="gray", interpolation="nearest", origin="upper")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel({"xy": "x", "xz": "x", "yz": "z"}[key], fontsize=7, labelpad=1)
-        ax.set_ylabel({"xy": "y", "xz": "z", "yz": "y"}[key], fontsize=7, labelpad=1)
+        ax.set_xlabel(names[col_axis], fontsize=7, labelpad=1)
+        ax.set_ylabel(names[row_axis], fontsize=7, labelpad=1)
         if picks is None or not len(picks):
             continue
-        coords = picks.coords  # x, y, z
-        depth_axis = {"xy": 2, "xz": 1, "yz": 0}[key]
-        plane = {"xy": cz, "xz": cy, "yz": cx}[key]
-        col_axis, row_axis = {"xy": (0, 1), "xz": (0, 2), "yz": (2, 1)}[key]
-        for (xyz, name) in zip(coords, picks.class_name, strict=True):
+        for xyz, name in zip(picks.coords, picks.class_name, strict=True):
             r = (radii or {}).get(name, DEFAULT_RADIUS_VOXELS)
-            d = abs(xyz[depth_axis] - plane)
+            d = abs(xyz[depth_axis] - centre[depth_axis])
             if d >= r:
                 continue
             ax.add_patch(Circle((xyz[col_axis], xyz[row_axis]), np.sqrt(r * r - d * d), fill=False,

@@ -43,7 +43,6 @@ class LoadedModel:
     classes: ClassRegistry
     voxel_size: float | None
     patch_size: int
-    source: Path
 
 
 def load_remote(address: str, model_name: str, version: int | None = None) -> LoadedModel:
@@ -53,7 +52,7 @@ def load_remote(address: str, model_name: str, version: int | None = None) -> Lo
     remote = RemoteModel(ServingClient(address, model_name, version))
     config = remote.config
     classes = ClassRegistry.from_dict(config["classes"], f"{address}/{model_name}")
-    return LoadedModel(remote, classes, config.get("voxel_size"), remote.tile, Path(f"{address}/{model_name}"))
+    return LoadedModel(remote, classes, config.get("voxel_size"), remote.tile)
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
@@ -79,10 +78,10 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     if config_path.is_file():
         config = json.loads(config_path.read_text())
         classes = ClassRegistry.from_dict(config["classes"], str(config_path))
-        return LoadedModel(model, classes, config.get("voxel_size"), int(config.get("patch_size", 64)), weights)
+        return LoadedModel(model, classes, config.get("voxel_size"), int(config.get("patch_size", 64)))
     num = int(model.get_config()["num_classes"])
     classes = ClassRegistry.from_radii({f"class_{i}": 1.0 for i in range(1, num)}, source=str(weights))
-    return LoadedModel(model, classes, None, 64, weights)
+    return LoadedModel(model, classes, None, 64)
 
 
 def tomogram_statistics(data: np.ndarray) -> tuple[float, float]:

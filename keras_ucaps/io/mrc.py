@@ -18,7 +18,6 @@ import numpy as np
 from keras_ucaps.errors import InputError, KerasUcapsWarning
 from keras_ucaps.io.atomic import atomic_path
 
-MRC_SUFFIXES = (".mrc", ".map", ".rec", ".mrcs", ".st", ".ali")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 MMAP_ABOVE_BYTES = 256 * 2**20
 WRITE_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}

@@ -22,6 +22,8 @@ import re
 import tempfile
 from pathlib import Path
 
+import tensorflow as tf  # this module is imported by the export command only
+
 from keras_ucaps.errors import InputError
 from keras_ucaps.io.atomic import atomic_directory, atomic_path
 
@@ -37,8 +39,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: str, version: int | None = None,
                        tile: int | None = None) -> Path:
     """Export ``run`` (a run folder or .keras file) to ``base/name/version``; returns that folder."""
-    import tensorflow as tf
-
     from keras_ucaps.inference.predict import load_model
 
     if not NAME_PATTERN.match(name):
@@ -59,7 +59,7 @@ def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: st
     with atomic_directory(target) as tmp, tempfile.TemporaryDirectory() as scratch:
         config_file = Path(scratch) / "config.json"  # the asset keeps this file name
         config_file.write_text(json.dumps(config, indent=2) + "\n")
-        servable = _Servable(model, str(config_file), tile)
+        servable = Servable(model, str(config_file), tile)
         tf.saved_model.save(servable, str(tmp), signatures={
             "serving_default": servable.serve.get_concrete_function(),
             "metadata": servable.metadata.get_concrete_function(),
@@ -81,31 +81,24 @@ def _config_of(run, loaded, tile: int) -> dict:
     return config
 
 
-def _servable_class():
-    import tensorflow as tf
+class Servable(tf.Module):
+    """What the SavedModel holds: the Keras model, its config asset and the two signatures."""
 
-    class Servable(tf.Module):
-        def __init__(self, model, config_path: str, tile: int):
-            super().__init__()
-            self.model = model
-            self.config = tf.saved_model.Asset(config_path)
-            spec = tf.TensorSpec([None, tile, tile, tile, 1], tf.float32, name="tomogram_patch")
-            self.serve = tf.function(self._serve, input_signature=[spec])
-            self.metadata = tf.function(self._metadata, input_signature=[])
+    def __init__(self, model, config_path: str, tile: int):
+        super().__init__()
+        self.model = model
+        self.config = tf.saved_model.Asset(config_path)
+        spec = tf.TensorSpec([None, tile, tile, tile, 1], tf.float32, name="tomogram_patch")
+        self.serve = tf.function(self._serve, input_signature=[spec])
+        self.metadata = tf.function(self._metadata, input_signature=[])
 
-        def _serve(self, tomogram_patch):
-            out = self.model(tomogram_patch, training=False)
-            probabilities = out["probabilities"] if isinstance(out, dict) else out
-            return {"probabilities": tf.cast(probabilities, tf.float32)}
+    def _serve(self, tomogram_patch):
+        out = self.model(tomogram_patch, training=False)
+        probabilities = out["probabilities"] if isinstance(out, dict) else out
+        return {"probabilities": tf.cast(probabilities, tf.float32)}
 
-        def _metadata(self):
-            return {"config": tf.io.read_file(self.config)}
-
-    return Servable
-
-
-def _Servable(model, config_path, tile):  # noqa: N802 (a factory standing for the class)
-    return _servable_class()(model, config_path, tile)
+    def _metadata(self):
+        return {"config": tf.io.read_file(self.config)}
 
 
 def write_models_config(base: str | os.PathLike) -> Path:

@@ -109,12 +109,17 @@ def precision_policy(choice: str) -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
+def tf_config() -> dict:
+    """The cluster description of a multi-worker run (empty when there is none)."""
+    return json.loads(os.environ.get("TF_CONFIG", "{}"))
+
+
 def distribution_strategy():
     """MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
     MirroredStrategy when several GPUs are visible, else the default strategy."""
     import tensorflow as tf
 
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    cluster = tf_config().get("cluster", {})
     if sum(len(v) for k, v in cluster.items() if k in ("worker", "chief")) > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
@@ -166,8 +171,8 @@ def write_json(path: Path, payload: dict) -> None:
 def is_chief() -> bool:
     """Whether this process writes the run's files (always, unless it is a
     non-chief worker of a multi-worker cluster)."""
-    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    config = tf_config()
+    task, cluster = config.get("task", {}), config.get("cluster", {})
     if not task:
         return True
     if "chief" in cluster:
@@ -202,7 +207,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     out = Path(settings.out)
     chief = is_chief()
     if not chief:  # other workers of a cluster write into a scratch folder of their own
-        worker = json.loads(os.environ["TF_CONFIG"])["task"]
+        worker = tf_config()["task"]
         settings = dataclasses.replace(settings, out=str(out / f".worker_{worker['type']}_{worker['index']}"))
         out = Path(settings.out)
     state = None
