@@ -3,6 +3,6 @@
 set -euo pipefail
 dir=${1:-.deepfinder-venv}
 python3 -m venv "$dir"
-"$dir/bin/pip" install -q 'tensorflow-cpu==2.21.0' 'tf-keras==2.21.*' 'h5py<3.15' mrcfile scikit-learn lxml matplotlib scipy
+"$dir/bin/pip" install -q 'tensorflow-cpu==2.21.0' 'tf-keras==2.21.*' 'h5py<3.15' mrcfile scikit-learn lxml matplotlib scipy openpyxl pandas scikit-image
 "$dir/bin/pip" install -q --no-deps cryoet-deepfinder==0.2.1
 echo "$dir/bin/python"

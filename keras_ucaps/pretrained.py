@@ -20,6 +20,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "786190d795cb44cdc76f2d5ba2c0e2fb9f8482ba3758e165f957c50e39e7128b",
         "3D-UNet, 4v94 / 1bxn / 3gl1 at 10 Å, trained on simulated 'shrec' tomograms (held-out macro F1 0.69)",
     ),
+    "shrec-ucaps": (
+        "cc018eb0d27e9b44b7cb836dd628299e0b06ba23c454b7ecde050e6a2db75113",
+        "3D-UCaps, 4v94 / 1bxn / 3gl1 at 10 Å, trained on simulated 'shrec' tomograms (held-out macro F1 0.53)",
+    ),
 }
 DEFAULT = "shrec-unet"
 

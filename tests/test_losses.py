@@ -47,3 +47,15 @@ def test_reconstruction_counts_foreground_only(kind):
         t = 1 / (1 + np.exp(-image))
         manual = -(t * np.log(p) + (1 - t) * np.log(1 - p))
         assert base == pytest.approx(float((manual * mask).sum() / mask.sum()), rel=1e-4)
+
+
+def test_margin_loss_takes_multi_hot_presence_or_labels():
+    rng = np.random.default_rng(0)
+    lengths = rng.uniform(size=(2, 2, 2, 2, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(2, 2, 2, 2))
+    one_hot = np.eye(3, dtype=np.float32)[labels]
+    loss = MarginLoss(3)
+    np.testing.assert_allclose(np.asarray(loss(one_hot, lengths)), np.asarray(loss(labels, lengths)), rtol=1e-6)
+    both = one_hot.copy()
+    both[..., 2] = 1.0  # a second class present everywhere: its long capsules are no longer penalised
+    assert float(loss(both, lengths)) != float(loss(one_hot, lengths))

@@ -164,19 +164,24 @@ def test_pick_predicts_tomograms_with_a_model_first(tmp_path):
     assert "particles" in result.stdout
 
 
-def test_bundled_model_is_verified_and_picks_a_simulated_tomogram(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["shrec-unet", "shrec-ucaps"])
+def test_bundled_model_is_verified_and_picks_a_simulated_tomogram(tmp_path, monkeypatch, name):
     from keras_ucaps import pretrained
 
-    run = pretrained.pretrained_run()
+    run = pretrained.pretrained_run(name)
     assert (run / "MODEL_CARD.md").is_file() and (run / "thresholds.json").is_file()
+    served = json.loads((pretrained.models_folder().parents[2] / "saved_models" / name / "1" / "assets" /
+                         "config.json").read_text())
+    assert served["classes"] == json.loads((run / "config.json").read_text())["classes"]
     result = run_cli("simulate", "--size", "small", "--out", tmp_path / "sim", "--seed", "3")
     assert result.returncode == 0, result.stderr
-    result = run_cli("pick", tmp_path / "sim" / "tomo.mrc", "--out", tmp_path / "picks.csv")
+    model = [] if name == pretrained.DEFAULT else ["--model", name]
+    result = run_cli("pick", tmp_path / "sim" / "tomo.mrc", "--out", tmp_path / "picks.csv", *model)
     assert result.returncode == 0, result.stderr[-2000:]
     picks = read_particles(tmp_path / "picks.csv")
     truth = read_particles(tmp_path / "sim" / "tomo_particles.csv")
     scores = evaluate_tables(truth, picks, ClassRegistry.load(tmp_path / "sim" / "classes.json"), 10.0)
     assert scores["micro"]["f1"] > 0.3  # a trained model, not chance
-    monkeypatch.setitem(pretrained.REGISTRY, "shrec-unet", ("0" * 64, "tampered"))
+    monkeypatch.setitem(pretrained.REGISTRY, name, ("0" * 64, "tampered"))
     with pytest.raises(Exception, match="checksum mismatch"):
-        pretrained.pretrained_run("shrec-unet")
+        pretrained.pretrained_run(name)

@@ -21,7 +21,7 @@ def test_batches_are_normalised_augmented_and_aligned(tmp_path):
     assert image.shape == (3, 32, 32, 32, 1)
     assert targets["probabilities"].shape == (3, 32, 32, 32)
     assert targets["reconstruction"].shape == (3, 32, 32, 32, 2)
-    assert targets["capsule_lengths"].shape == (3, 4, 4, 4)
+    assert targets["capsule_lengths"].shape == (3, 4, 4, 4, info.classes.num_classes)
     image = image.numpy()[..., 0]
     labels = targets["probabilities"].numpy()
     for i in range(3):
@@ -48,3 +48,18 @@ def test_augmentation_only_uses_wedge_preserving_moves(tmp_path):
     for step in range(12):
         out, _ = augment(volume, volume, tf.constant([7, step], tf.int64))
         assert any(np.array_equal(out.numpy(), a.numpy()) for a in allowed)
+
+
+def test_capsule_targets_mark_every_class_in_a_block():
+    from keras_ucaps.data.pipeline import block_presence
+
+    labels = np.zeros((16, 16, 16), np.uint8)
+    labels[9, 2, 3] = 2  # one voxel of class 2 in block (1, 0, 0): sampling block centres would miss it
+    labels[0:8, 8:16, 8:16] = 1
+    labels[7, 15, 15] = 2
+    present = block_presence(labels, 8, 3).numpy()
+    assert present.shape == (2, 2, 2, 3)
+    np.testing.assert_array_equal(present[1, 0, 0], [0, 0, 1])
+    np.testing.assert_array_equal(present[0, 1, 1], [0, 1, 1])
+    np.testing.assert_array_equal(present[0, 0, 0], [1, 0, 0])
+    assert present.sum() == 8 + 1  # one class per block, two in block (0, 1, 1)

@@ -5,7 +5,7 @@ import pytest
 from conftest import run_cli
 
 from keras_ucaps.inference.predict import predict_volume
-from keras_ucaps.inference.tiling import receptive_radius, tile_starts, tiles
+from keras_ucaps.inference.tiling import axis_layout, receptive_radius, tile_starts, tiles
 from keras_ucaps.io import read_volume, write_volume
 from keras_ucaps.models import UNet3D
 
@@ -17,6 +17,25 @@ def test_tiles_cover_every_voxel_with_positive_weight():
         weight[slices] += w
     assert weight.min() > 0
     assert tile_starts(70, 16, 3)[-1] == 54 and tile_starts(10, 16, 3) == [0]
+    for multiple in (1, 4):
+        weight = np.zeros(shape)
+        for slices, w in tiles(shape, 16, 3, multiple=multiple):
+            assert all((s.stop - s.start) % multiple == 0 for s in slices)
+            weight[slices] += w
+        assert weight.min() > 0
+
+
+def test_layout_uses_fewest_tiles_of_one_length_on_the_pooling_grid():
+    # 256 voxels, tiles of at most 160 with 20-voxel margins: two tiles of 148, not three of 160.
+    assert axis_layout(256, 160, 20, 4) == (148, [0, 108], 20)
+    assert axis_layout(128, 160, 20, 4) == (128, [0], 20)
+    assert axis_layout(130, 160, 20, 4) == (88, [0, 42], 20)  # not a multiple of 4: two (shortest) tiles
+    for size in range(8, 300, 7):
+        length, starts, margin = axis_layout(size, 64, 8, 4)
+        assert length % 4 == 0 and length <= min(64, size) and starts[0] == 0 and starts[-1] == size - length
+        assert all(s % 4 == 0 for s in starts[:-1])
+        assert all(b - a <= length - 2 * margin for a, b in zip(starts, starts[1:], strict=False))
+        assert margin == (8 if len(starts) == 1 else min(8, min(64, size) // 4 * 4 // 4))
 
 
 def test_tiled_prediction_equals_one_pass_prediction():
@@ -25,8 +44,9 @@ def test_tiled_prediction_equals_one_pass_prediction():
     assert radius == 8
     volume = np.random.default_rng(0).normal(size=(40, 48, 72)).astype(np.float32)
     one_pass = np.moveaxis(np.asarray(model(volume[None, ..., None])["probabilities"])[0], -1, 0)
-    tiled = predict_volume(model, volume, 3, tile=32, margin=radius, batch_size=3)
-    np.testing.assert_allclose(np.asarray(tiled), one_pass, atol=1e-3)
+    for fixed in (False, True):  # spread tiles (local models) and fixed-side tiles (served models)
+        tiled = predict_volume(model, volume, 3, tile=32, margin=radius, batch_size=3, fixed_tiles=fixed)
+        np.testing.assert_allclose(np.asarray(tiled), one_pass, atol=1e-3)
     # With too small a margin, tiles differ from one pass near their faces, but blend without a jump.
     rough = np.asarray(predict_volume(model, volume, 3, tile=32, margin=2, batch_size=3))
     assert np.abs(rough - one_pass).max() > 1e-3

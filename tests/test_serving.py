@@ -25,7 +25,7 @@ def _free_port():
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     UNet3D(3, filters=(4, 8), bottom_convs=1).save(root / "m.keras")
-    result = run_cli("export", root / "m.keras", "--name", "tiny", "--base", root / "saved_models", "--tile", "16")
+    result = run_cli("export", root / "m.keras", "--name", "tiny", "--base", root / "saved_models", "--tile", "32")
     assert result.returncode == 0, result.stderr[-2000:]
     binary = shutil.which("tensorflow_model_server")
     if binary:  # the real server, when this machine has it
@@ -45,10 +45,13 @@ def served(tmp_path_factory):
 
 def test_remote_prediction_equals_local_prediction(served, tmp_path):
     root, address = served
-    tomo = write_volume(tmp_path / "t.mrc", np.random.default_rng(0).normal(size=(24, 32, 40)), 10.0)
-    local = run_cli("predict", root / "m.keras", tomo, "--out", tmp_path / "local", "--tile", "16")
+    # A served model takes fixed 32³ tiles, local prediction spreads its tiles evenly: with overlaps of the
+    # receptive radius (8) both equal one-pass prediction, so they equal each other.
+    tomo = write_volume(tmp_path / "t.mrc", np.random.default_rng(0).normal(size=(40, 48, 56)), 10.0)
+    local = run_cli("predict", root / "m.keras", tomo, "--out", tmp_path / "local", "--tile", "32", "--overlap", "8")
     assert local.returncode == 0, local.stderr[-2000:]
-    remote = run_cli("predict", "--server", address, "--model-name", "tiny", tomo, "--out", tmp_path / "remote")
+    remote = run_cli("predict", "--server", address, "--model-name", "tiny", tomo, "--out", tmp_path / "remote",
+                     "--overlap", "8")
     assert remote.returncode == 0, remote.stderr[-2000:]
     for name in ("t_prob_class_1.mrc", "t_prob_class_2.mrc", "t_labels.mrc"):
         a, b = read_volume(tmp_path / "local" / name).data, read_volume(tmp_path / "remote" / name).data
@@ -61,10 +64,10 @@ def test_client_reads_signature_and_config(served):
     _, address = served
     client = ServingClient(address, "tiny")
     signature = client.signature()
-    assert signature["inputs"]["tomogram_patch"]["shape"] == [-1, 16, 16, 16, 1]
-    assert client.config()["tile"] == 16
-    out = client.predict(np.zeros((2, 16, 16, 16, 1), np.float32))
-    assert out.shape == (2, 16, 16, 16, 3)
+    assert signature["inputs"]["tomogram_patch"]["shape"] == [-1, 32, 32, 32, 1]
+    assert client.config()["tile"] == 32
+    out = client.predict(np.zeros((2, 32, 32, 32, 1), np.float32))
+    assert out.shape == (2, 32, 32, 32, 3)
 
 
 @pytest.mark.parametrize("case, message", [
@@ -74,7 +77,7 @@ def test_malformed_requests_get_clear_errors_not_hangs(served, case, message):
 
     _, address = served
     client = ServingClient(address, "nope" if case == "model" else "tiny", timeout=20, retries=0)
-    batch = np.zeros((1, 8, 16, 16, 1), np.float32) if case == "shape" else np.zeros((1, 16, 16, 16, 1), np.float32)
+    batch = np.zeros((1, 8, 32, 32, 1), np.float32) if case == "shape" else np.zeros((1, 32, 32, 32, 1), np.float32)
     if case == "dtype":
         batch = batch.astype(np.float64)
         client.predict = _raw_predict(client)
@@ -98,7 +101,7 @@ def _raw_predict(client):
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path):
-    tomo = write_volume(tmp_path / "t.mrc", np.zeros((16, 16, 16)), 10.0)
+    tomo = write_volume(tmp_path / "t.mrc", np.zeros((32, 32, 32)), 10.0)
     result = run_cli("predict", "--server", f"127.0.0.1:{_free_port()}", "--model-name", "tiny", tomo, "--out",
                      tmp_path / "o")
     assert result.returncode == 2 and "UNAVAILABLE" in result.stderr

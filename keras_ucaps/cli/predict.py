@@ -13,12 +13,12 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.argument("arguments", nargs=-1, required=True, metavar="[RUN_OR_MODEL] TOMO.mrc...")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the maps.")
 @click.option("--tile", default=None, type=click.IntRange(min=8),
-              help="Tile side in voxels (default: 128 for the UNet, 64 for UCaps, at most the volume's smallest "
-                   "side).")
+              help="Longest tile side in voxels (default: 160 for the UNet, 128 for UCaps); tiles are spread "
+                   "evenly along each axis. Memory grows with the tile's volume.")
 @click.option("--overlap", "margin", default=None, type=click.IntRange(min=0),
               help="Voxels trusted less at each tile face (default: the receptive radius, at most an eighth of "
                    "a tile; at least the receptive radius makes tiles equal one-pass prediction).")
-@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1), help="Tiles per batch.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Tiles per batch.")
 @click.option("--pick", "pick_out", default=None, type=click.Path(path_type=Path),
               help="Also pick particles into this table (any format), as `keras-ucaps pick` would, with the "
                    "run's thresholds.json when it has one.")

@@ -30,9 +30,10 @@ from keras_ucaps.errors import InputError, KerasUcapsWarning
 from keras_ucaps.io.mrc import read_volume, write_volume
 
 VOXEL_SIZE_TOLERANCE = 0.01
-# Larger tiles waste less on overlap, but UCaps' capsule votes grow fast: a 128³ UCaps tile took
-# over 23 GB (killed on a 24 GB machine); 64³ needs about 2 GB per tile.
-DEFAULT_TILE = {"UCaps3D": 64, "UNet3D": 128}
+# The longest tile side by default. Larger tiles recompute less overlap; memory grows with the tile's
+# volume: a compiled forward pass of a 128³ UNet tile peaks near 2.3 GB, a 96³ UCaps tile near 3.3 GB
+# (benchmarks/predict_speed.py). Eagerly, a 128³ UCaps tile took over 23 GB.
+DEFAULT_TILE = {"UCaps3D": 128, "UNet3D": 160}
 
 
 @dataclasses.dataclass
@@ -104,17 +105,24 @@ def predict_volume(
     *,
     tile: int,
     margin: int,
-    batch_size: int = 2,
+    batch_size: int = 1,
     scratch: str | os.PathLike | None = None,
     progress: bool = False,
+    fixed_tiles: bool = False,
 ) -> np.ndarray:
     """Blended probabilities (C, z, y, x) float32 for a normalised (z, y, x) volume.
 
-    The result is a read-only memory map in ``scratch`` (a temporary folder by default).
+    ``tile`` is the longest tile side; tiles are laid out evenly per axis (see
+    :func:`keras_ucaps.inference.tiling.axis_layout`), or with ``fixed_tiles``
+    all of side ``tile``. The result is a read-only memory map in ``scratch`` (a
+    temporary folder by default).
     """
     from keras_ucaps.inference.tiling import count_tiles, tiles
 
     shape = data.shape
+    multiple = int(getattr(model, "patch_multiple", 1))
+    layout = dict(tile=tile, margin=margin, multiple=multiple, fixed=fixed_tiles)
+    forward = compiled_forward(model)
     if scratch is not None:
         Path(scratch).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".keras-ucaps-", dir=scratch))
@@ -124,12 +132,12 @@ def predict_volume(
     if progress:
         import keras
 
-        bar = keras.utils.Progbar(count_tiles(shape, tile, margin), unit_name="tile")
+        bar = keras.utils.Progbar(count_tiles(shape, **layout), unit_name="tile")
     batch = []
 
     def flush():
         x = np.stack([np.asarray(data[s], dtype=np.float32) for s, _ in batch])[..., None]
-        out = model(x, training=False)
+        out = forward(x)
         probabilities = np.asarray(out["probabilities"] if isinstance(out, dict) else out, dtype=np.float32)
         for (s, w), p in zip(batch, probabilities, strict=True):
             sums[(slice(None), *s)] += np.moveaxis(p, -1, 0) * w
@@ -138,7 +146,7 @@ def predict_volume(
             bar.add(len(batch))
         batch.clear()
 
-    for item in tiles(shape, tile, margin):
+    for item in tiles(shape, **layout):
         batch.append(item)
         if len(batch) == batch_size:
             flush()
@@ -150,6 +158,22 @@ def predict_volume(
     return sums
 
 
+def compiled_forward(model):
+    """The model's inference call, traced once per tile shape where the backend can.
+
+    Under TensorFlow a traced call runs about 15 % faster than an eager one and
+    needs about half the memory (oneDNN fuses convolution, bias and ReLU); other
+    backends and served models are called as they are.
+    """
+    import keras
+
+    if hasattr(model, "client") or keras.backend.backend() != "tensorflow":
+        return lambda x: model(x, training=False)
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
 def predict_tomogram(
     loaded: LoadedModel,
     tomogram: str | os.PathLike,
@@ -157,7 +181,7 @@ def predict_tomogram(
     *,
     tile: int | None = None,
     margin: int | None = None,
-    batch_size: int = 2,
+    batch_size: int = 1,
     voxel_size: float | None = None,
     progress: bool = False,
 ) -> dict[str, Path]:
@@ -184,12 +208,10 @@ def predict_tomogram(
             raise InputError("--tile", f"the served model takes {loaded.model.tile}³ tiles only")
         tile = loaded.model.tile
     tile = tile or max(DEFAULT_TILE.get(type(loaded.model).__name__, 64), loaded.patch_size)
-    tile = max(multiple, tile - tile % multiple)
-    if any(n < tile for n in data.shape):
-        small = min(data.shape)
-        tile = max(multiple, small - small % multiple)
-        if any(n < tile for n in data.shape) or tile < multiple:
-            raise InputError(tomogram, f"volume {data.shape} is smaller than one {multiple}-voxel tile")
+    if remote and any(n < tile for n in data.shape):
+        raise InputError(tomogram, f"volume {data.shape} is smaller than the served model's {tile}³ tile")
+    if any(n < multiple for n in data.shape) or tile < multiple:
+        raise InputError(tomogram, f"volume {data.shape} is smaller than one {multiple}-voxel tile")
     if margin is None:
         radius = (receptive_radius_of(loaded.model.config["model_class"], loaded.model.config["model_config"])
                   if remote else receptive_radius(loaded.model))
@@ -198,7 +220,8 @@ def predict_tomogram(
     normalised = _Normalised(data, mean, std)
     num_classes = loaded.classes.num_classes
     probabilities = predict_volume(loaded.model, normalised, num_classes, tile=tile, margin=margin,
-                                   batch_size=batch_size, scratch=Path(out), progress=progress)
+                                   batch_size=batch_size, scratch=Path(out), progress=progress,
+                                   fixed_tiles=remote)
     out = Path(out)
     name = tomogram.stem
     files = {}

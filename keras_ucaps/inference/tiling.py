@@ -1,7 +1,8 @@
 """Cover a volume with overlapping tiles and blend their predictions without seams.
 
-Along each axis, tiles of side ``tile`` start every ``tile - 2·margin``
-voxels, the last one flush with the end. A tile's outputs are trusted only in
+Along each axis the fewest tiles of at most ``tile`` voxels that overlap by
+``2·margin`` are spread evenly, the last one flush with the end (a served model
+takes fixed-side tiles instead: those start every ``tile - 2·margin`` voxels). A tile's outputs are trusted only in
 its centre, ``margin`` voxels away from its faces, except where a face lies on
 the volume's border. With a margin at least the network's receptive radius, a
 trusted output equals what the network gives on the whole volume at once, so
@@ -21,7 +22,7 @@ FLOOR = 1e-3  # weights stay positive across the whole trusted region
 
 
 def tile_starts(size: int, tile: int, margin: int) -> list[int]:
-    """Start positions of tiles covering [0, size) so every voxel is in a trusted centre."""
+    """Start positions of fixed-side tiles covering [0, size) so every voxel is in a trusted centre."""
     if tile >= size:
         return [0]
     step = tile - 2 * margin
@@ -32,9 +33,41 @@ def tile_starts(size: int, tile: int, margin: int) -> list[int]:
     return sorted(set(starts))
 
 
-def window_1d(start: int, tile: int, size: int, margin: int) -> np.ndarray:
-    """Blending weights along one axis of a tile starting at ``start``."""
-    n = min(tile, size)
+def axis_layout(size: int, tile: int, margin: int, multiple: int = 1) -> tuple[int, list[int], int]:
+    """The fewest tiles of at most ``tile`` voxels covering one axis.
+
+    Returns (length, starts, margin): every tile along the axis has the same
+    length, a multiple of ``multiple`` no longer than ``tile`` or ``size``;
+    tiles start on multiples of ``multiple`` (so pooling grids line up with a
+    one-pass prediction's), the last flush with the end; neighbours overlap by
+    at least ``2·margin`` so every voxel lies in some tile's trusted centre.
+    Of the layouts with fewest tiles, the one with the shortest tiles wins:
+    fewer, shorter tiles recompute less of the margins than fixed-side tiles
+    stepped along the axis. On an axis too short for the requested margin the
+    margin shrinks to a quarter of the tile.
+    """
+    limit = min(tile, size) // multiple * multiple
+    if limit < multiple:
+        raise ValueError(f"an axis of {size} voxels is shorter than one {multiple}-voxel tile")
+    if limit == size:
+        return size, [0], margin
+    margin = min(margin, limit // 4)
+    best = None
+    for length in range(limit, multiple - 1, -multiple):
+        step = (length - 2 * margin) // multiple * multiple
+        if step < multiple:
+            break
+        count = 1 + -(-(size - length) // step)
+        if best is None or count <= best[0]:
+            best = (count, length, step)
+    count, length, step = best
+    starts = [i * step for i in range(count - 1)] + [size - length]
+    return length, starts, margin
+
+
+def window_1d(start: int, length: int, size: int, margin: int) -> np.ndarray:
+    """Blending weights along one axis of a tile of ``length`` voxels starting at ``start``."""
+    n = min(length, size)
     i = np.arange(n)
     trusted = np.ones(n, dtype=bool)
     if start > 0:
@@ -45,17 +78,26 @@ def window_1d(start: int, tile: int, size: int, margin: int) -> np.ndarray:
     return np.where(trusted, raised_cosine, 0.0).astype(np.float32)
 
 
-def tiles(shape: tuple[int, int, int], tile: int, margin: int):
-    """Yield (slices, weights) for every tile of a (z, y, x) volume."""
-    per_axis = [tile_starts(n, tile, margin) for n in shape]
-    for starts in itertools.product(*per_axis):
-        slices = tuple(slice(s, s + min(tile, n)) for s, n in zip(starts, shape, strict=True))
-        wz, wy, wx = (window_1d(s, tile, n, margin) for s, n in zip(starts, shape, strict=True))
+def layouts(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False):
+    """(length, starts, margin) per axis: even tiling, or fixed-side tiles (``fixed``, as a served model needs)."""
+    if fixed:
+        return [(min(tile, n), tile_starts(n, tile, margin), margin) for n in shape]
+    return [axis_layout(n, tile, margin, multiple) for n in shape]
+
+
+def tiles(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False):
+    """Yield (slices, weights) for every tile of a (z, y, x) volume; all tiles have one shape."""
+    per_axis = layouts(shape, tile, margin, multiple, fixed)
+    lengths = [length for length, _, _ in per_axis]
+    margins = [m for _, _, m in per_axis]
+    for starts in itertools.product(*(s for _, s, _ in per_axis)):
+        slices = tuple(slice(s, s + n) for s, n in zip(starts, lengths, strict=True))
+        wz, wy, wx = (window_1d(s, n, size, m) for s, n, size, m in zip(starts, lengths, shape, margins, strict=True))
         yield slices, wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
 
 
-def count_tiles(shape: tuple[int, int, int], tile: int, margin: int) -> int:
-    return int(np.prod([len(tile_starts(n, tile, margin)) for n in shape]))
+def count_tiles(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False) -> int:
+    return int(np.prod([len(starts) for _, starts, _ in layouts(shape, tile, margin, multiple, fixed)]))
 
 
 def receptive_radius(model) -> int:

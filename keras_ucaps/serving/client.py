@@ -1,6 +1,6 @@
 """A gRPC client for TensorFlow Serving: predict whole tomograms on a server.
 
-Tiles and blends exactly like local prediction; each batch of tiles goes out
+Tiles (of the exported, fixed side) and blends like local prediction; each batch of tiles goes out
 as a ``PredictRequest`` (``tensorflow-serving-api`` protos). The client reads
 the served signature with ``GetModelMetadata`` (the fixed tile side) and the
 model's config from its ``metadata`` signature (classes, voxel size). Messages

@@ -77,7 +77,12 @@ class DiceCrossEntropy(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="keras_ucaps")
 class MarginLoss(keras.losses.Loss):
-    """Capsule margin loss on lengths (batch, z', y', x', C) against integer labels (batch, z', y', x')."""
+    """Capsule margin loss on lengths (batch, z', y', x', C).
+
+    Targets: multi-hot class presence (batch, z', y', x', C), as the training
+    pipeline gives (every class occurring in a capsule's block is a positive, as
+    in Sabour et al.'s multi-digit loss), or integer labels (batch, z', y', x').
+    """
 
     def __init__(self, num_classes: int, positive_margin: float = 0.9, negative_margin: float = 0.1,
                  downweight: float = 0.5, name: str = "margin", **kwargs):
@@ -89,7 +94,10 @@ class MarginLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         lengths = ops.cast(y_pred, "float32")
-        present = ops.one_hot(ops.cast(y_true, "int32"), self.num_classes, dtype="float32")
+        if len(y_true.shape) == len(lengths.shape):
+            present = ops.cast(y_true, "float32")
+        else:
+            present = ops.one_hot(ops.cast(y_true, "int32"), self.num_classes, dtype="float32")
         loss = present * ops.square(ops.relu(self.positive_margin - lengths)) + self.downweight * (
             1.0 - present) * ops.square(ops.relu(lengths - self.negative_margin))
         return ops.mean(ops.sum(loss, axis=-1), axis=tuple(range(1, len(lengths.shape) - 1)))
