@@ -86,7 +86,7 @@ def _pick_tomograms(tomograms, out, table_format, min_sizes, suppress, model, ma
     try:
         for tomogram in tomograms:
             predict_tomogram(loaded, tomogram, scratch)
-        thresholds = model / "thresholds.json" if model.is_dir() and (model / "thresholds.json").is_file() else None
+        thresholds = run_thresholds(model)
         click.get_current_context().invoke(
             pick, label_maps=[scratch / f"{Path(t).stem}_labels.mrc" for t in tomograms], out=out,
             table_format=table_format, classes_path=scratch / "classes.json", min_sizes=min_sizes, suppress=suppress,
@@ -94,6 +94,12 @@ def _pick_tomograms(tomograms, out, table_format, min_sizes, suppress, model, ma
     finally:
         if maps_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_thresholds(run: Path | None) -> Path | None:
+    """A run folder's thresholds.json, when it has one."""
+    path = run / "thresholds.json" if run is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 def apply_thresholds(table, path: Path):

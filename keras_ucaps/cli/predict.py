@@ -59,10 +59,10 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
                                  voxel_size=voxel_size, progress=sys.stdout.isatty())
         click.echo(f"{tomogram}: wrote " + ", ".join(str(p) for p in files.values()))
     if pick_out is not None:
-        from keras_ucaps.cli.pick import pick
+        from keras_ucaps.cli.pick import pick, run_thresholds
 
         run = arguments[0] if server is None and arguments[0].is_dir() else None
-        thresholds = run / "thresholds.json" if run is not None and (run / "thresholds.json").is_file() else None
+        thresholds = run_thresholds(run)
         click.get_current_context().invoke(pick, label_maps=[Path(out) / f"{Path(t).stem}_labels.mrc"
                                                               for t in tomograms], out=pick_out, table_format=None,
                                            classes_path=Path(out) / "classes.json", min_sizes=(), suppress=0.5,

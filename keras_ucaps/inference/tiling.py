@@ -1,10 +1,11 @@
 """Cover a volume with overlapping tiles and blend their predictions without seams.
 
 Along each axis the fewest tiles of at most ``tile`` voxels that overlap by
-``2·margin`` are spread evenly, the last one flush with the end (a served model
-takes fixed-side tiles instead: those start every ``tile - 2·margin`` voxels). A tile's outputs are trusted only in
-its centre, ``margin`` voxels away from its faces, except where a face lies on
-the volume's border. With a margin at least the network's receptive radius, a
+``2·margin`` are used, all of one length, the last one flush with the end (a
+served model takes fixed-side tiles instead: those start every
+``tile - 2·margin`` voxels). A tile's outputs are trusted only in its centre,
+``margin`` voxels away from its faces, except where a face lies on the
+volume's border. With a margin at least the network's receptive radius, a
 trusted output equals what the network gives on the whole volume at once, so
 the blended result equals one-pass prediction. Within the trusted centre each
 tile is weighted by a raised-cosine window (highest in the middle), so where
@@ -87,13 +88,11 @@ def layouts(shape: tuple[int, int, int], tile: int, margin: int, multiple: int =
 
 def tiles(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False):
     """Yield (slices, weights) for every tile of a (z, y, x) volume; all tiles have one shape."""
-    per_axis = layouts(shape, tile, margin, multiple, fixed)
-    lengths = [length for length, _, _ in per_axis]
-    margins = [m for _, _, m in per_axis]
-    for starts in itertools.product(*(s for _, s, _ in per_axis)):
-        slices = tuple(slice(s, s + n) for s, n in zip(starts, lengths, strict=True))
-        wz, wy, wx = (window_1d(s, n, size, m) for s, n, size, m in zip(starts, lengths, shape, margins, strict=True))
-        yield slices, wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
+    per_axis = [[(slice(s, s + length), window_1d(s, length, size, m)) for s in starts]  # windows once per axis
+                 for (length, starts, m), size in zip(layouts(shape, tile, margin, multiple, fixed), shape,
+                                                      strict=True)]
+    for (sz, wz), (sy, wy), (sx, wx) in itertools.product(*per_axis):
+        yield (sz, sy, sx), wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
 
 
 def count_tiles(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False) -> int:
