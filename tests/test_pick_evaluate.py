@@ -1,5 +1,6 @@
 """Picking finds the particles of a label map; evaluation counts hits one-to-one."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -185,3 +186,24 @@ def test_bundled_model_is_verified_and_picks_a_simulated_tomogram(tmp_path, monk
     monkeypatch.setitem(pretrained.REGISTRY, name, ("0" * 64, "tampered"))
     with pytest.raises(Exception, match="checksum mismatch"):
         pretrained.pretrained_run(name)
+
+
+def test_bundled_model_resamples_a_tomogram_at_another_voxel_size(tmp_path):
+    """A 10 Å tomogram resampled to 8 Å is brought back to the model's 10 Å with a warning; picks come
+    back in the tomogram's own voxels and score about as well as on the original."""
+    from keras_ucaps.inference.resample import fourier_resample
+    from keras_ucaps.io import read_volume
+
+    result = run_cli("simulate", "--size", "small", "--out", tmp_path / "sim", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    volume = read_volume(tmp_path / "sim" / "tomo.mrc")
+    write_volume(tmp_path / "tomo.mrc", fourier_resample(volume.data, (80, 160, 160)), 8.0)
+    truth = read_particles(tmp_path / "sim" / "tomo_particles.csv")
+    truth = dataclasses.replace(truth, coords=truth.coords * 1.25)
+    result = run_cli("pick", tmp_path / "tomo.mrc", "--out", tmp_path / "picks.csv", "--maps", tmp_path / "maps")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "voxel size 8 Å differs from the model's 10 Å; resampling by 0.800" in result.stderr
+    assert read_volume(tmp_path / "maps" / "tomo_labels.mrc").shape == (80, 160, 160)
+    picks = read_particles(tmp_path / "picks.csv")
+    scores = evaluate_tables(truth, picks, ClassRegistry.load(tmp_path / "sim" / "classes.json"), 8.0)
+    assert scores["micro"]["f1"] > 0.45  # 0.57 measured; 0.62 on the 10 Å original, 0.12 with linear zoom

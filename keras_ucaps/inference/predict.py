@@ -186,8 +186,7 @@ def predict_tomogram(
     progress: bool = False,
 ) -> dict[str, Path]:
     """Predict one tomogram and write its probability maps and label map into ``out``."""
-    from scipy import ndimage
-
+    from keras_ucaps.inference.resample import fourier_resample
     from keras_ucaps.inference.tiling import receptive_radius, receptive_radius_of
 
     tomogram = Path(tomogram)
@@ -200,7 +199,8 @@ def predict_tomogram(
     if rescale:
         warnings.warn(f"{tomogram}: voxel size {vs:g} Å differs from the model's {loaded.voxel_size:g} Å; "
                       f"resampling by {vs / loaded.voxel_size:.3f} for prediction", KerasUcapsWarning, stacklevel=2)
-        data = ndimage.zoom(np.asarray(data, dtype=np.float32), vs / loaded.voxel_size, order=1)
+        factor = vs / loaded.voxel_size
+        data = fourier_resample(data, tuple(max(1, round(n * factor)) for n in data.shape))
     multiple = int(getattr(loaded.model, "patch_multiple", 8))
     remote = hasattr(loaded.model, "client")
     if remote:  # a served model takes tiles of its exported side only

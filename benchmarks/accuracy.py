@@ -1,0 +1,139 @@
+"""Held-out accuracy, side by side: our UNet and UCaps against DeepFinder trained on the same data.
+
+    python benchmarks/accuracy.py --unet RUN --ucaps RUN --deepfinder-weights DF/net_weights_FINAL.h5 \
+        --deepfinder-python DFVENV/bin/python [--preset shrec] [--shape 128 256 256] [--seed 99]
+
+A tomogram is simulated with --seed (default 99; never used for training or threshold tuning) at the
+preset's SNR (0.1 per projection). Then, each in its own process:
+
+- our models: ``keras-ucaps predict`` then ``pick`` with the run's thresholds.json (tuned on another
+  simulated tomogram by ``keras-ucaps evaluate --model``), scored by ``keras-ucaps evaluate``;
+- DeepFinder 0.2.1 (its own venv, benchmarks/deepfinder_venv.sh) with weights trained by
+  benchmarks/deepfinder_train.py: its ``Segment`` (160³ patches, shrunk to fit the volume) and its
+  ``Cluster`` (MeanShift, bandwidth 5 voxels as in its SHREC example; cluster size is the score, every
+  cluster kept), and, separately, its probability maps picked by our ``pick`` (no thresholds), so the
+  network and the picker can be told apart. --no-deepfinder-cluster skips MeanShift (slow).
+
+Printed per method and class: precision, recall and F1 at the method's own thresholds, and the best F1
+over all score thresholds (the oracle column: the fair one for methods without tuned thresholds).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predict_speed import cli, timed  # noqa: E402
+
+DEEPFINDER = r"""
+import sys, time, json, csv
+import numpy as np
+np.int = int  # DeepFinder 0.2.1 still calls np.int
+import mrcfile
+from deepfinder.inference import Cluster, Segment
+path, weights, ncl, patch, out, names, bandwidth, cluster = sys.argv[1:9]
+ncl, patch, names, bandwidth, cluster = int(ncl), int(patch), names.split(","), int(bandwidth), cluster == "1"
+data = mrcfile.read(path)
+start = time.perf_counter()
+scores = Segment(Ncl=ncl, path_weights=weights, patch_size=patch).launch(data)
+predict_s = time.perf_counter() - start
+labels = np.argmax(scores, axis=-1).astype(np.int8)
+stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+for name, channel in zip(names, range(1, ncl)):
+    mrcfile.write(f"{out}/{stem}_prob_{name}.mrc", scores[..., channel].astype(np.float32), voxel_size=10.0,
+                  overwrite=True)
+mrcfile.write(f"{out}/{stem}_labels.mrc", labels, voxel_size=10.0, overwrite=True)
+cluster_s = None
+if cluster:
+    start = time.perf_counter()
+    objects = Cluster(clustRadius=bandwidth).launch(labels)
+    cluster_s = time.perf_counter() - start
+    with open(out + "/cluster_picks.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["tomo", "class_name", "x", "y", "z", "score"])
+        for o in objects:  # DeepFinder's coordinates are array indices, here (z, y, x)
+            w.writerow([stem, names[int(o["label"]) - 1], o["x"], o["y"], o["z"], o["cluster_size"]])
+print(json.dumps({"predict_s": predict_s, "cluster_s": cluster_s}))
+"""
+
+
+def evaluate(work, truth, picks, name, voxel_size, env):
+    out = work / f"{name}_scores.json"
+    timed(cli("evaluate", truth, picks, "--voxel-size", voxel_size, "--json", out), env=env)
+    result = json.loads(out.read_text())
+    tomo = result["tomograms"]["tomo"]
+    return {c: {**tomo[c], "best_f1": result["thresholds"][c]["best_f1"]} for c in result["classes"]}
+
+
+def print_rows(name, scores):
+    classes = list(scores)
+    macro = lambda key: sum(scores[c][key] for c in classes) / len(classes)  # noqa: E731
+    cells = " | ".join(f"{scores[c]['precision']:.2f} / {scores[c]['recall']:.2f} / {scores[c]['f1']:.2f} "
+                       f"({scores[c]['best_f1']:.2f})" for c in classes)
+    print(f"| {name} | {cells} | {macro('f1'):.3f} ({macro('best_f1'):.3f}) |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="shrec")
+    parser.add_argument("--shape", nargs=3, type=int, default=(128, 256, 256))
+    parser.add_argument("--seed", type=int, default=99)
+    parser.add_argument("--unet", default=None, help="UNet run folder")
+    parser.add_argument("--ucaps", default=None, help="UCaps run folder")
+    parser.add_argument("--deepfinder-weights", default=None, help="From benchmarks/deepfinder_train.py")
+    parser.add_argument("--deepfinder-python", default=None)
+    parser.add_argument("--deepfinder-bandwidth", type=int, default=5)
+    parser.add_argument("--no-deepfinder-cluster", action="store_true")
+    parser.add_argument("--work", default=None, help="Working folder (default: a temporary one)")
+    args = parser.parse_args()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    work = Path(args.work or tempfile.mkdtemp())
+    work.mkdir(parents=True, exist_ok=True)
+    z, y, x = args.shape
+    sim = work / "sim"
+    if not (sim / "tomo.mrc").is_file():
+        timed(cli("simulate", "--preset", args.preset, "--shape", z, y, x, "--seed", args.seed, "--out", sim),
+              env=env)
+    tomo, truth = sim / "tomo.mrc", sim / "tomo_particles.csv"
+    classes = [c["name"] for c in json.loads((sim / "classes.json").read_text())["classes"]]
+    particles = sum(1 for _ in open(truth)) - 1
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; held-out '{args.preset}' tomogram "
+          f"{tuple(args.shape)} (z, y, x), seed {args.seed}, {particles} particles, SNR 0.1")
+    print("| method | " + " | ".join(f"{c}: P / R / F1 (best F1)" for c in classes) + " | macro F1 (best) |")
+    print("| --- |" + " --- |" * (len(classes) + 1))
+    results = {}
+    for name, run in (("UNet", args.unet), ("UCaps", args.ucaps)):
+        if run is None:
+            continue
+        maps = work / name.lower()
+        timed(cli("predict", run, tomo, "--out", maps), env=env)
+        thresholds = Path(run) / "thresholds.json"
+        extra = ["--thresholds", thresholds] if thresholds.is_file() else []
+        timed(cli("pick", maps / "tomo_labels.mrc", "--out", maps / "picks.csv", *extra), env=env)
+        results[name] = evaluate(work, truth, maps / "picks.csv", name.lower(), 10, env)
+        print_rows(f"{name} (ours)", results[name])
+    if args.deepfinder_weights and args.deepfinder_python:
+        out = work / "deepfinder"
+        out.mkdir(exist_ok=True)
+        shutil.copy(sim / "classes.json", out / "classes.json")
+        patch = min(160, (min(args.shape) + 50) // 4 * 4)
+        command = [args.deepfinder_python, "-c", DEEPFINDER, str(tomo), str(args.deepfinder_weights),
+                   str(len(classes) + 1), str(patch), str(out), ",".join(classes), str(args.deepfinder_bandwidth),
+                   "0" if args.no_deepfinder_cluster else "1"]
+        timed(command, env={**env, "TF_USE_LEGACY_KERAS": "1"})
+        timed(cli("pick", out / "tomo_labels.mrc", "--out", out / "picks.csv"), env=env)
+        results["DeepFinder + our pick"] = evaluate(work, truth, out / "picks.csv", "deepfinder_pick", 10, env)
+        print_rows("DeepFinder 0.2.1 network, our `pick`", results["DeepFinder + our pick"])
+        if not args.no_deepfinder_cluster:
+            results["DeepFinder"] = evaluate(work, truth, out / "cluster_picks.csv", "deepfinder", 10, env)
+            print_rows("DeepFinder 0.2.1 (Segment + Cluster)", results["DeepFinder"])
+    (work / "accuracy.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
