@@ -56,7 +56,8 @@ def main():
 
     classes = json.loads((args.simulation / "classes.json").read_text())["classes"]
     labels = {c["name"]: int(c["label"]) for c in classes}
-    names = sorted(p.stem for p in args.simulation.glob("*.mrc") if (args.simulation / f"{p.stem}_particles.csv").is_file())
+    names = sorted(p.stem for p in args.simulation.glob("*.mrc")
+                   if (args.simulation / f"{p.stem}_particles.csv").is_file())
     validation = args.validation or names[-1]
     data, target, train, valid = [], [], [], []  # paths, paths, object lists
     for i, name in enumerate(names):

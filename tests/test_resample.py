@@ -7,7 +7,7 @@ from keras_ucaps.inference.resample import fourier_resample
 def _cosine(shape, cycles=(1, 2, 3)):
     """A band-limited field: whole cycles along each axis, sampled on ``shape``."""
     grids = np.meshgrid(*[np.arange(n) / n for n in shape], indexing="ij")
-    return sum(np.cos(2 * np.pi * c * g + 0.3) for c, g in zip(cycles, grids))
+    return sum(np.cos(2 * np.pi * c * g + 0.3) for c, g in zip(cycles, grids, strict=True))
 
 
 @pytest.mark.parametrize("target", [(20, 25, 30), (12, 15, 17)])
