@@ -22,7 +22,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     ),
     "shrec-ucaps": (
         "cc018eb0d27e9b44b7cb836dd628299e0b06ba23c454b7ecde050e6a2db75113",
-        "3D-UCaps, 4v94 / 1bxn / 3gl1 at 10 Å, trained on simulated 'shrec' tomograms (held-out macro F1 0.53)",
+        "3D-UCaps, 4v94 / 1bxn / 3gl1 at 10 Å, trained on simulated 'shrec' tomograms (held-out macro F1 0.55)",
     ),
 }
 DEFAULT = "shrec-unet"

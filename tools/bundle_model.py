@@ -3,7 +3,8 @@
     python tools/bundle_model.py RUN NAME
 
 Writes keras_ucaps/resources/models/NAME/ (weights_best.keras without optimizer state, config.json,
-thresholds.json) and saved_models/NAME/1/, and prints the SHA-256 to register in
+thresholds.json) and saved_models/NAME/1/, replacing an earlier bundle of that name (the package is
+not released yet, so a bundled model has one version), and prints the SHA-256 to register in
 keras_ucaps/pretrained.py. The model card (MODEL_CARD.md) is written by hand from the run's numbers.
 """
 
@@ -30,6 +31,7 @@ def main():
     model.save(folder / "weights_best.keras")
     for file in ("config.json", "thresholds.json"):
         shutil.copy(run / file, folder / file)
+    shutil.rmtree(ROOT / "saved_models" / name, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "keras_ucaps", "export", str(folder), "--name", name, "--base",
                     str(ROOT / "saved_models")], check=True)
     print(f'"{name}": ("{sha256(folder / "weights_best.keras")}", "…"),')
