@@ -24,6 +24,11 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "cc018eb0d27e9b44b7cb836dd628299e0b06ba23c454b7ecde050e6a2db75113",
         "3D-UCaps, 4v94 / 1bxn / 3gl1 at 10 Å, trained on simulated 'shrec' tomograms (held-out macro F1 0.55)",
     ),
+    "invitro-unet": (
+        "7e3394007532ebf07aaa9eaabaf501a9ef349d070a2636a8521da6c57f2d1c1d",
+        "3D-UNet, proteasome 3j9i / ribosome 4v4r at 10 Å, trained on simulated 'invitro' tomograms "
+        "(held-out macro F1 0.99)",
+    ),
 }
 DEFAULT = "shrec-unet"
 

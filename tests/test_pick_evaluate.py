@@ -165,8 +165,9 @@ def test_pick_predicts_tomograms_with_a_model_first(tmp_path):
     assert "particles" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["shrec-unet", "shrec-ucaps"])
-def test_bundled_model_is_verified_and_picks_a_simulated_tomogram(tmp_path, monkeypatch, name):
+@pytest.mark.parametrize("name, preset", [("shrec-unet", "shrec"), ("shrec-ucaps", "shrec"),
+                                          ("invitro-unet", "invitro")])
+def test_bundled_model_is_verified_and_picks_a_simulated_tomogram(tmp_path, monkeypatch, name, preset):
     from keras_ucaps import pretrained
 
     run = pretrained.pretrained_run(name)
@@ -174,7 +175,7 @@ def test_bundled_model_is_verified_and_picks_a_simulated_tomogram(tmp_path, monk
     served = json.loads((pretrained.models_folder().parents[2] / "saved_models" / name / "1" / "assets" /
                          "config.json").read_text())
     assert served["classes"] == json.loads((run / "config.json").read_text())["classes"]
-    result = run_cli("simulate", "--size", "small", "--out", tmp_path / "sim", "--seed", "3")
+    result = run_cli("simulate", "--preset", preset, "--size", "small", "--out", tmp_path / "sim", "--seed", "3")
     assert result.returncode == 0, result.stderr
     model = [] if name == pretrained.DEFAULT else ["--model", name]
     result = run_cli("pick", tmp_path / "sim" / "tomo.mrc", "--out", tmp_path / "picks.csv", *model)
