@@ -24,11 +24,10 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_speed import cli, timed  # noqa: E402
+from predict_speed import cli, timed, working_folder  # noqa: E402
 
 DEEPFINDER = r"""
 import sys, time, json, csv
@@ -91,9 +90,7 @@ def main():
     parser.add_argument("--no-deepfinder-cluster", action="store_true")
     parser.add_argument("--work", default=None, help="Working folder (default: a temporary one)")
     args = parser.parse_args()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    work = Path(args.work or tempfile.mkdtemp())
-    work.mkdir(parents=True, exist_ok=True)
+    work, env = working_folder(args.work)
     z, y, x = args.shape
     sim = work / "sim"
     if not (sim / "tomo.mrc").is_file():

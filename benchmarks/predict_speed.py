@@ -88,6 +88,13 @@ def timed(command, env=None):
         return wall, usage.ru_maxrss / 2**20, out.read()
 
 
+def working_folder(path):
+    """The benchmark's working folder (a temporary one without --work) and the environment for its commands."""
+    work = Path(path or tempfile.mkdtemp())
+    work.mkdir(parents=True, exist_ok=True)
+    return work, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
 def cli(*args):
     return [sys.executable, "-m", "keras_ucaps", *map(str, args)]
 
@@ -123,9 +130,7 @@ def main():
     parser.add_argument("--no-deepfinder-cluster", action="store_true")
     parser.add_argument("--work", default=None, help="Working folder (default: a temporary one)")
     args = parser.parse_args()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    work = Path(args.work or tempfile.mkdtemp())
-    work.mkdir(parents=True, exist_ok=True)
+    work, env = working_folder(args.work)
     z, y, x = args.shape
     timed(cli("simulate", "--preset", "shrec", "--shape", z, y, x, "--seed", args.seed, "--out", work / "sim"),
           env=env)

@@ -44,7 +44,7 @@ def test_tiled_prediction_equals_one_pass_prediction():
     assert radius == 8
     volume = np.random.default_rng(0).normal(size=(40, 48, 72)).astype(np.float32)
     one_pass = np.moveaxis(np.asarray(model(volume[None, ..., None])["probabilities"])[0], -1, 0)
-    for fixed in (False, True):  # spread tiles (local models) and fixed-side tiles (served models)
+    for fixed in (False, True):  # fewest tiles per axis (local models) and fixed-side tiles (served models)
         tiled = predict_volume(model, volume, 3, tile=32, margin=radius, batch_size=3, fixed_tiles=fixed)
         np.testing.assert_allclose(np.asarray(tiled), one_pass, atol=1e-3)
     # With too small a margin, tiles differ from one pass near their faces, but blend without a jump.

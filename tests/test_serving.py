@@ -45,7 +45,7 @@ def served(tmp_path_factory):
 
 def test_remote_prediction_equals_local_prediction(served, tmp_path):
     root, address = served
-    # A served model takes fixed 32³ tiles, local prediction spreads its tiles evenly: with overlaps of the
+    # A served model takes fixed 32³ tiles, local prediction uses the fewest tiles per axis: with overlaps of the
     # receptive radius (8) both equal one-pass prediction, so they equal each other.
     tomo = write_volume(tmp_path / "t.mrc", np.random.default_rng(0).normal(size=(40, 48, 56)), 10.0)
     local = run_cli("predict", root / "m.keras", tomo, "--out", tmp_path / "local", "--tile", "32", "--overlap", "8")

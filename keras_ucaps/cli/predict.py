@@ -13,8 +13,8 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.argument("arguments", nargs=-1, required=True, metavar="[RUN_OR_MODEL] TOMO.mrc...")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the maps.")
 @click.option("--tile", default=None, type=click.IntRange(min=8),
-              help="Longest tile side in voxels (default: 160 for the UNet, 128 for UCaps); tiles are spread "
-                   "evenly along each axis. Memory grows with the tile's volume.")
+              help="Longest tile side in voxels (default: 160 for the UNet, 128 for UCaps); each axis gets the "
+                   "fewest tiles of one length. Memory grows with the tile's volume.")
 @click.option("--overlap", "margin", default=None, type=click.IntRange(min=0),
               help="Voxels trusted less at each tile face (default: the receptive radius, at most an eighth of "
                    "a tile; at least the receptive radius makes tiles equal one-pass prediction).")

@@ -112,9 +112,9 @@ def predict_volume(
 ) -> np.ndarray:
     """Blended probabilities (C, z, y, x) float32 for a normalised (z, y, x) volume.
 
-    ``tile`` is the longest tile side; tiles are laid out evenly per axis (see
-    :func:`keras_ucaps.inference.tiling.axis_layout`), or with ``fixed_tiles``
-    all of side ``tile``. The result is a read-only memory map in ``scratch`` (a
+    ``tile`` is the longest tile side; per axis the fewest tiles of one length
+    are used (see :func:`keras_ucaps.inference.tiling.axis_layout`), or with
+    ``fixed_tiles`` all of side ``tile``. The result is a read-only memory map in ``scratch`` (a
     temporary folder by default).
     """
     from keras_ucaps.inference.tiling import count_tiles, tiles
@@ -197,9 +197,9 @@ def predict_tomogram(
     data = volume.data
     rescale = loaded.voxel_size is not None and abs(vs / loaded.voxel_size - 1) > VOXEL_SIZE_TOLERANCE
     if rescale:
-        warnings.warn(f"{tomogram}: voxel size {vs:g} Å differs from the model's {loaded.voxel_size:g} Å; "
-                      f"resampling by {vs / loaded.voxel_size:.3f} for prediction", KerasUcapsWarning, stacklevel=2)
         factor = vs / loaded.voxel_size
+        warnings.warn(f"{tomogram}: voxel size {vs:g} Å differs from the model's {loaded.voxel_size:g} Å; "
+                      f"resampling by {factor:.3f} for prediction", KerasUcapsWarning, stacklevel=2)
         data = fourier_resample(data, tuple(max(1, round(n * factor)) for n in data.shape))
     multiple = int(getattr(loaded.model, "patch_multiple", 8))
     remote = hasattr(loaded.model, "client")
@@ -225,15 +225,14 @@ def predict_tomogram(
     out = Path(out)
     name = tomogram.stem
     files = {}
+    # Every channel back onto the tomogram's grid once, for its map and for the label map.
+    channels = [_resize(probabilities[i], volume.shape) for i in range(num_classes)] if rescale else probabilities
     for c in loaded.classes.classes:
-        channel = probabilities[c.label]
-        if rescale:
-            channel = _resize(channel, volume.shape)
-        files[c.name] = write_volume(out / f"{name}_prob_{c.name}.mrc", channel, vs, origin=volume.origin,
-                                     dtype="float16")
+        files[c.name] = write_volume(out / f"{name}_prob_{c.name}.mrc", channels[c.label], vs,
+                                     origin=volume.origin, dtype="float16")
     labels = np.empty(volume.shape, dtype=np.int8)
     if rescale:
-        labels[...] = np.argmax(np.stack([_resize(probabilities[i], volume.shape) for i in range(num_classes)]), 0)
+        labels[...] = np.argmax(np.stack(channels), 0)
     else:
         for z in range(volume.shape[0]):
             labels[z] = np.argmax(probabilities[:, z], axis=0)

@@ -80,7 +80,7 @@ def window_1d(start: int, length: int, size: int, margin: int) -> np.ndarray:
 
 
 def layouts(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False):
-    """(length, starts, margin) per axis: even tiling, or fixed-side tiles (``fixed``, as a served model needs)."""
+    """(length, starts, margin) per axis: :func:`axis_layout`, or fixed-side tiles (``fixed``: served models)."""
     if fixed:
         return [(min(tile, n), tile_starts(n, tile, margin), margin) for n in shape]
     return [axis_layout(n, tile, margin, multiple) for n in shape]
