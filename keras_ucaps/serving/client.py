@@ -1,14 +1,15 @@
 """A gRPC client for TensorFlow Serving: predict whole tomograms on a server.
 
 Tiles (of the exported, fixed side) and blends like local prediction; each batch of tiles goes out
-as a ``PredictRequest`` (``tensorflow-serving-api`` protos). The client reads
-the served signature with ``GetModelMetadata`` (the fixed tile side) and the
-model's config from its ``metadata`` signature (classes, voxel size). Messages
-up to 256 MiB are accepted (a 2×64³×2 float32 response is just over gRPC's
-4 MiB default); every call has a deadline, and transient failures
-(UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED) are retried with
-exponential backoff. Other errors raise :class:`ServingError` with the
-server's message.
+as a ``PredictRequest`` (``tensorflow-serving-api`` protos), up to ``concurrency`` requests in flight
+at once so that the server's batching scheduler has requests to batch; results are blended in the
+order the tiles were sent, so the maps equal sequential prediction exactly. The client checks the
+model with ``ModelService.GetModelStatus``, reads the served signatures with ``GetModelMetadata``
+(the fixed tile side) and the model's config from its batchable ``metadata`` signature (classes,
+voxel size). Messages up to 256 MiB are accepted (a 2×64³×2 float32 response is just over gRPC's
+4 MiB default); every call has a deadline, and transient failures (UNAVAILABLE, DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED) are retried per request with exponential backoff. Other errors raise
+:class:`ServingError` with the server's message.
 
 Install the protos beside tensorflow-cpu with
 ``pip install --no-deps tensorflow-serving-api==2.21.0`` (the package depends on
@@ -23,7 +24,10 @@ import time
 import numpy as np
 
 from keras_ucaps.errors import InputError
+from keras_ucaps.serving.batching import BATCHING_CONFIG, BatchingParameters
 
+# Requests in flight by default: enough to fill one batch of the batching.config that export writes.
+DEFAULT_CONCURRENCY = BatchingParameters.parse(BATCHING_CONFIG).max_batch_size
 MAX_MESSAGE_BYTES = 256 * 2**20
 RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
 
@@ -48,7 +52,7 @@ class ServingClient:
         import grpc
 
         try:
-            from tensorflow_serving.apis import prediction_service_pb2_grpc
+            from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
         except ImportError:  # pragma: no cover - depends on the install
             raise InputError("--server", "needs tensorflow-serving-api: pip install --no-deps "
                                          "tensorflow-serving-api==2.21.0") from None
@@ -59,6 +63,8 @@ class ServingClient:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ])
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self._signatures = None
 
     def close(self):
         self.channel.close()
@@ -87,16 +93,31 @@ class ServingClient:
                 raise ServingError(f"{self.address} ({self.model_name}): {code}: {err.details()}") from None
         raise AssertionError("unreachable")
 
-    def signature(self) -> dict:
-        """Input and output names, dtypes and shapes of ``serving_default``."""
+    def status(self) -> dict[int, str]:
+        """State of each served version (``ModelService.GetModelStatus``), e.g. ``{1: "AVAILABLE"}``."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        response = self._call(self.model_stub.GetModelStatus,
+                              self._spec(get_model_status_pb2.GetModelStatusRequest()))
+        names = get_model_status_pb2.ModelVersionStatus.State
+        return {int(s.version): names.Name(s.state) for s in response.model_version_status}
+
+    def signatures(self):
+        """Every served signature (``GetModelMetadata``), as TF Serving's ``SignatureDefMap``."""
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        request = self._spec(get_model_metadata_pb2.GetModelMetadataRequest())
-        request.metadata_field.append("signature_def")
-        response = self._call(self.stub.GetModelMetadata, request)
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata["signature_def"].Unpack(signatures)
-        serving = signatures.signature_def["serving_default"]
+        if self._signatures is None:
+            request = self._spec(get_model_metadata_pb2.GetModelMetadataRequest())
+            request.metadata_field.append("signature_def")
+            response = self._call(self.stub.GetModelMetadata, request)
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            response.metadata["signature_def"].Unpack(signatures)
+            self._signatures = signatures.signature_def
+        return self._signatures
+
+    def signature(self) -> dict:
+        """Input and output names, dtypes and shapes of ``serving_default``."""
+        serving = self.signatures()["serving_default"]
 
         def describe(infos):
             return {k: {"dtype": v.dtype, "shape": [d.size for d in v.tensor_shape.dim]} for k, v in infos.items()}
@@ -104,12 +125,31 @@ class ServingClient:
         return {"inputs": describe(serving.inputs), "outputs": describe(serving.outputs)}
 
     def config(self) -> dict:
-        """The exported model's config (classes, voxel size, tile), from its ``metadata`` signature."""
+        """The exported model's config (classes, voxel size, tile), from its ``metadata`` signature.
+
+        The signature takes a ``request`` string per batch row and answers the config JSON in each,
+        which TF Serving accepts with batching on. Exports made before it (no input) are refused by a
+        batching server: that ends in a message that says to re-export.
+        """
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
-        response = self._call(self.stub.Predict, self._spec(predict_pb2.PredictRequest(), "metadata"))
-        return json.loads(tf.make_ndarray(response.outputs["config"]).item())
+        if "metadata" not in self.signatures():
+            raise ServingError(f"{self.address} ({self.model_name}): has no 'metadata' signature: not exported by "
+                               "keras-ucaps; export it with `keras-ucaps export`")
+        request = self._spec(predict_pb2.PredictRequest(), "metadata")
+        old_export = not self.signatures()["metadata"].inputs
+        if not old_export:
+            request.inputs["request"].CopyFrom(tf.make_tensor_proto(np.array([b"config"], dtype=object)))
+        try:
+            response = self._call(self.stub.Predict, request)
+        except ServingError as err:
+            if old_export:
+                raise ServingError(f"{err}; this export's 'metadata' signature takes no input, which TF Serving "
+                                   "refuses with batching on: re-export the model with `keras-ucaps export`") from None
+            raise
+        config = tf.make_ndarray(response.outputs["config"])
+        return json.loads(config.item() if config.ndim == 0 else config[0])
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (batch, D, H, W, C) for tiles (batch, D, H, W, 1)."""
@@ -125,13 +165,31 @@ class ServingClient:
 class RemoteModel:
     """Looks enough like a local model for :func:`keras_ucaps.inference.predict.predict_volume`."""
 
-    def __init__(self, client: ServingClient):
+    def __init__(self, client: ServingClient, concurrency: int = DEFAULT_CONCURRENCY):
         self.client = client
+        self.concurrency = concurrency
+        client.status()  # NOT_FOUND for an unknown model, before anything else
         config = client.config()
         shape = client.signature()["inputs"]["tomogram_patch"]["shape"]
         self.tile = int(shape[1])
         self.config = config
-        self.patch_multiple = int(config.get("patch_multiple", 8))
+        self.contract = served_contract(config, self.tile)
+        self.patch_multiple = self.contract.multiple
 
     def __call__(self, x, training=False):
         return {"probabilities": self.client.predict(np.asarray(x))}
+
+
+def served_contract(config: dict, tile: int):
+    """The served model's tile contract: from its exported config, or, for exports made before
+    contracts were exported, from its architecture's config."""
+    from keras_ucaps.models import ARCHITECTURES
+    from keras_ucaps.models.contract import TileContract
+
+    if "tile_contract" in config:
+        return TileContract.from_dict(config["tile_contract"])
+    architectures = {cls.__name__: cls for cls in ARCHITECTURES.values()}
+    if config.get("model_class") not in architectures:
+        raise ServingError(f"served config names no known architecture ({config.get('model_class')!r}): re-export "
+                           "the model with `keras-ucaps export`")
+    return architectures[config["model_class"]].contract_of(config["model_config"], config.get("patch_size", tile))

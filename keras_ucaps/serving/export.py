@@ -6,7 +6,11 @@ normalisation). Signatures:
 
 - ``serving_default``: input ``tomogram_patch`` float32 [batch, D, H, W, 1]
   (D, H, W fixed: the export's tile), output ``probabilities`` [batch, D, H, W, C];
-- ``metadata``: no input, output ``config`` (the config JSON as a string).
+- ``metadata``: input ``request`` string [batch] (any values, one per answer), output
+  ``config`` string [batch] (the config JSON, once per request row). Both signatures are
+  batched on dimension 0, as TF Serving's batching session demands of every signature when
+  ``--enable_batching`` is on (``batching/batching_util.h``, ``ComputeTensorBatchSize``: at
+  least one input; ``batching/batching_session.cc``, ``SplitOutputTensors``: no 0-d output).
 
 A version folder is written under a temporary name and renamed into place, so
 TF Serving, polling the base path, never loads half of one. ``models.config``
@@ -26,13 +30,8 @@ import tensorflow as tf  # this module is imported by the export command only
 
 from keras_ucaps.errors import InputError
 from keras_ucaps.io.atomic import atomic_directory, atomic_path
+from keras_ucaps.serving.batching import BATCHING_CONFIG
 
-BATCHING_CONFIG = """max_batch_size { value: 8 }
-batch_timeout_micros { value: 5000 }
-max_enqueued_batches { value: 64 }
-num_batch_threads { value: 4 }
-pad_variable_length_inputs: false
-"""
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -45,8 +44,10 @@ def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: st
         raise InputError("--name", f"model names take letters, digits, '_', '.', '-' only, got {name!r}")
     loaded = load_model(run)
     model = loaded.model
-    multiple = int(getattr(model, "patch_multiple", 8))
-    tile = tile or max(64, loaded.patch_size)
+    contract = loaded.contract
+    multiple = contract.multiple
+    # A whole-input model's outputs depend on their tile: by default serve its contract's context side.
+    tile = tile or (contract.tile if contract.whole_input else max(64, loaded.patch_size))
     if tile % multiple:
         raise InputError("--tile", f"must be a multiple of {multiple}, got {tile}")
     config = _config_of(run, loaded, tile)
@@ -74,7 +75,7 @@ def _config_of(run, loaded, tile: int) -> dict:
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     config.update(classes=loaded.classes.to_dict(), voxel_size=loaded.voxel_size, tile=tile,
                   model_class=type(loaded.model).__name__, model_config=loaded.model.get_config(),
-                  patch_multiple=int(getattr(loaded.model, "patch_multiple", 8)),
+                  patch_multiple=loaded.contract.multiple, tile_contract=loaded.contract.to_dict(),
                   normalization=config.get("normalization", "tomogram z-score"),
                   input="tomogram_patch: float32 [batch, D, H, W, 1], z-scored with the tomogram's mean and std",
                   output="probabilities: float32 [batch, D, H, W, C], C = classes + background (label 0)")
@@ -90,15 +91,16 @@ class Servable(tf.Module):
         self.config = tf.saved_model.Asset(config_path)
         spec = tf.TensorSpec([None, tile, tile, tile, 1], tf.float32, name="tomogram_patch")
         self.serve = tf.function(self._serve, input_signature=[spec])
-        self.metadata = tf.function(self._metadata, input_signature=[])
+        self.metadata = tf.function(self._metadata, input_signature=[
+            tf.TensorSpec([None], tf.string, name="request")])
 
     def _serve(self, tomogram_patch):
         out = self.model(tomogram_patch, training=False)
         probabilities = out["probabilities"] if isinstance(out, dict) else out
         return {"probabilities": tf.cast(probabilities, tf.float32)}
 
-    def _metadata(self):
-        return {"config": tf.io.read_file(self.config)}
+    def _metadata(self, request):
+        return {"config": tf.fill(tf.shape(request), tf.io.read_file(self.config))}
 
 
 def write_models_config(base: str | os.PathLike) -> Path:
