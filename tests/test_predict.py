@@ -5,7 +5,7 @@ import pytest
 from conftest import run_cli
 
 from keras_ucaps.inference.predict import predict_volume
-from keras_ucaps.inference.tiling import axis_layout, receptive_radius, tile_starts, tiles
+from keras_ucaps.inference.tiling import axis_layout, tile_starts, tiles
 from keras_ucaps.io import read_volume, write_volume
 from keras_ucaps.models import UNet3D
 
@@ -40,7 +40,7 @@ def test_layout_uses_fewest_tiles_of_one_length_on_the_pooling_grid():
 
 def test_tiled_prediction_equals_one_pass_prediction():
     model = UNet3D(3, filters=(4, 8), bottom_convs=1)  # one pooling: receptive radius 8
-    radius = receptive_radius(model)
+    radius = model.tile_contract(32).radius
     assert radius == 8
     volume = np.random.default_rng(0).normal(size=(40, 48, 72)).astype(np.float32)
     one_pass = np.moveaxis(np.asarray(model(volume[None, ..., None])["probabilities"])[0], -1, 0)

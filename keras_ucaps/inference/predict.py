@@ -16,11 +16,13 @@ predicted, and its maps resampled back onto the input's grid, with a warning.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,32 +30,31 @@ import numpy as np
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.errors import InputError, KerasUcapsWarning
 from keras_ucaps.io.mrc import read_volume, write_volume
+from keras_ucaps.models.contract import TileContract
 
 VOXEL_SIZE_TOLERANCE = 0.01
-# The longest tile side by default. Larger tiles recompute less overlap; memory grows with the tile's
-# volume: a compiled forward pass of a 128³ UNet tile peaks near 2.3 GB, a 96³ UCaps tile near 3.3 GB
-# (benchmarks/predict_speed.py). Eagerly, a 128³ UCaps tile took over 23 GB.
-DEFAULT_TILE = {"UCaps3D": 128, "UNet3D": 160}
 
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A model and what config.json says about it."""
+    """A model, what config.json says about it, and how it must be tiled."""
 
     model: object
     classes: ClassRegistry
     voxel_size: float | None
     patch_size: int
+    contract: TileContract
 
 
-def load_remote(address: str, model_name: str, version: int | None = None) -> LoadedModel:
-    """A model served by TF Serving, described by its exported config."""
-    from keras_ucaps.serving.client import RemoteModel, ServingClient
+def load_remote(address: str, model_name: str, version: int | None = None,
+                concurrency: int | None = None) -> LoadedModel:
+    """A model served by TF Serving, described by its exported config; ``concurrency`` requests in flight."""
+    from keras_ucaps.serving.client import DEFAULT_CONCURRENCY, RemoteModel, ServingClient
 
-    remote = RemoteModel(ServingClient(address, model_name, version))
+    remote = RemoteModel(ServingClient(address, model_name, version), concurrency or DEFAULT_CONCURRENCY)
     config = remote.config
     classes = ClassRegistry.from_dict(config["classes"], f"{address}/{model_name}")
-    return LoadedModel(remote, classes, config.get("voxel_size"), remote.tile)
+    return LoadedModel(remote, classes, config.get("voxel_size"), remote.tile, remote.contract)
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
@@ -76,13 +77,16 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         model = keras.saving.load_model(weights, compile=False)
     except Exception as err:  # keras raises many kinds for a file that is not a model
         raise InputError(weights, f"not a loadable Keras model ({type(err).__name__}: {err})") from None
+    if not hasattr(model, "tile_contract"):
+        raise InputError(weights, f"a {type(model).__name__}, not a keras-ucaps model (UCaps3D or UNet3D)")
     if config_path.is_file():
         config = json.loads(config_path.read_text())
         classes = ClassRegistry.from_dict(config["classes"], str(config_path))
-        return LoadedModel(model, classes, config.get("voxel_size"), int(config.get("patch_size", 64)))
+        patch_size = int(config.get("patch_size", 64))
+        return LoadedModel(model, classes, config.get("voxel_size"), patch_size, model.tile_contract(patch_size))
     num = int(model.get_config()["num_classes"])
     classes = ClassRegistry.from_radii({f"class_{i}": 1.0 for i in range(1, num)}, source=str(weights))
-    return LoadedModel(model, classes, None, 64)
+    return LoadedModel(model, classes, None, 64, model.tile_contract(64))
 
 
 def tomogram_statistics(data: np.ndarray) -> tuple[float, float]:
@@ -109,13 +113,15 @@ def predict_volume(
     scratch: str | os.PathLike | None = None,
     progress: bool = False,
     fixed_tiles: bool = False,
+    blend: bool = True,
 ) -> np.ndarray:
     """Blended probabilities (C, z, y, x) float32 for a normalised (z, y, x) volume.
 
     ``tile`` is the longest tile side; per axis the fewest tiles of one length
     are used (see :func:`keras_ucaps.inference.tiling.axis_layout`), or with
-    ``fixed_tiles`` all of side ``tile``. The result is a read-only memory map in ``scratch`` (a
-    temporary folder by default).
+    ``fixed_tiles`` all of side ``tile``; tiles are blended, or (``blend=False``) each voxel taken
+    from the one tile that owns it (see :mod:`keras_ucaps.inference.tiling`). The result is a
+    read-only memory map in ``scratch`` (a temporary folder by default).
     """
     from keras_ucaps.inference.tiling import count_tiles, tiles
 
@@ -133,25 +139,47 @@ def predict_volume(
         import keras
 
         bar = keras.utils.Progbar(count_tiles(shape, **layout), unit_name="tile")
+    # A served model takes several requests in flight (its `concurrency`); results are added in the
+    # order the tiles were sent, so the sums are exactly those of sequential prediction.
+    concurrency = int(getattr(model, "concurrency", 1))
+    pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+    pending: collections.deque = collections.deque()
     batch = []
 
-    def flush():
-        x = np.stack([np.asarray(data[s], dtype=np.float32) for s, _ in batch])[..., None]
-        out = forward(x)
+    def accumulate(items, out):
         probabilities = np.asarray(out["probabilities"] if isinstance(out, dict) else out, dtype=np.float32)
-        for (s, w), p in zip(batch, probabilities, strict=True):
+        for (s, w), p in zip(items, probabilities, strict=True):
             sums[(slice(None), *s)] += np.moveaxis(p, -1, 0) * w
             weights[s] += w
         if bar is not None:
-            bar.add(len(batch))
+            bar.add(len(items))
+
+    def flush():
+        x = np.stack([np.asarray(data[s], dtype=np.float32) for s, _ in batch])[..., None]
+        if pool is None:
+            accumulate(list(batch), forward(x))
+        else:
+            pending.append((list(batch), pool.submit(forward, x)))
+            while len(pending) >= concurrency:
+                items, result = pending.popleft()
+                accumulate(items, result.result())
         batch.clear()
 
-    for item in tiles(shape, **layout):
-        batch.append(item)
-        if len(batch) == batch_size:
+    try:
+        for item in tiles(shape, **layout, blend=blend):
+            batch.append(item)
+            if len(batch) == batch_size:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
+        while pending:
+            items, result = pending.popleft()
+            accumulate(items, result.result())
+    finally:
+        if pool is not None:
+            for _, result in pending:
+                result.cancel()
+            pool.shutdown(wait=True)
     for z in range(shape[0]):
         sums[:, z] /= np.maximum(weights[z], 1e-12)
     sums.flush()
@@ -187,7 +215,6 @@ def predict_tomogram(
 ) -> dict[str, Path]:
     """Predict one tomogram and write its probability maps and label map into ``out``."""
     from keras_ucaps.inference.resample import fourier_resample
-    from keras_ucaps.inference.tiling import receptive_radius, receptive_radius_of
 
     tomogram = Path(tomogram)
     volume = read_volume(tomogram)
@@ -201,27 +228,29 @@ def predict_tomogram(
         warnings.warn(f"{tomogram}: voxel size {vs:g} Å differs from the model's {loaded.voxel_size:g} Å; "
                       f"resampling by {factor:.3f} for prediction", KerasUcapsWarning, stacklevel=2)
         data = fourier_resample(data, tuple(max(1, round(n * factor)) for n in data.shape))
-    multiple = int(getattr(loaded.model, "patch_multiple", 8))
+    contract = loaded.contract
+    multiple = contract.multiple
     remote = hasattr(loaded.model, "client")
     if remote:  # a served model takes tiles of its exported side only
         if tile not in (None, loaded.model.tile):
             raise InputError("--tile", f"the served model takes {loaded.model.tile}³ tiles only")
         tile = loaded.model.tile
-    tile = tile or max(DEFAULT_TILE.get(type(loaded.model).__name__, 64), loaded.patch_size)
+    # A whole-input model's outputs depend on their whole tile: tiles of one fixed side (its context),
+    # laid out from the origin whatever the volume's size, each voxel owned by one tile.
+    tile = tile or (contract.tile if contract.whole_input else max(contract.default_tile, loaded.patch_size))
+    fixed = remote or contract.whole_input
     if remote and any(n < tile for n in data.shape):
         raise InputError(tomogram, f"volume {data.shape} is smaller than the served model's {tile}³ tile")
     if any(n < multiple for n in data.shape) or tile < multiple:
         raise InputError(tomogram, f"volume {data.shape} is smaller than one {multiple}-voxel tile")
     if margin is None:
-        radius = (receptive_radius_of(loaded.model.config["model_class"], loaded.model.config["model_config"])
-                  if remote else receptive_radius(loaded.model))
-        margin = min(radius, tile // 8)
+        margin = min(contract.radius, tile // 8)
     mean, std = tomogram_statistics(data)
     normalised = _Normalised(data, mean, std)
     num_classes = loaded.classes.num_classes
     probabilities = predict_volume(loaded.model, normalised, num_classes, tile=tile, margin=margin,
                                    batch_size=batch_size, scratch=Path(out), progress=progress,
-                                   fixed_tiles=remote)
+                                   fixed_tiles=fixed, blend=not contract.whole_input)
     out = Path(out)
     name = tomogram.stem
     files = {}

@@ -1,5 +1,9 @@
-"""Cover a volume with overlapping tiles and blend their predictions without seams.
+"""Cover a volume with overlapping tiles and combine their predictions.
 
+How a model must be tiled is its own :class:`~keras_ucaps.models.contract.TileContract`; this module
+only lays tiles out and weights them, in one of two ways.
+
+**Blending** (models whose outputs depend on a bounded neighbourhood):
 Along each axis the fewest tiles of at most ``tile`` voxels that overlap by
 ``2·margin`` are used, all of one length, the last one flush with the end (a
 served model takes fixed-side tiles instead: those start every
@@ -11,6 +15,11 @@ the blended result equals one-pass prediction. Within the trusted centre each
 tile is weighted by a raised-cosine window (highest in the middle), so where
 the margin is smaller than the receptive field the tiles fade into each other
 instead of meeting at a seam.
+
+**Ownership** (models whose outputs depend on their whole input, tiled with fixed-side tiles): each
+voxel takes its value from exactly one tile, the one it lies deepest inside (farthest from a face
+that is not on the volume's border; the earlier tile on a tie), so every output is the model's output
+on one tile-sized context.
 """
 
 from __future__ import annotations
@@ -79,54 +88,41 @@ def window_1d(start: int, length: int, size: int, margin: int) -> np.ndarray:
     return np.where(trusted, raised_cosine, 0.0).astype(np.float32)
 
 
+def ownership_1d(starts: list[int], length: int, size: int) -> list[np.ndarray]:
+    """Per tile along one axis, 1 where the voxel belongs to that tile (its deepest), else 0."""
+    i = np.arange(size)
+    depth = []
+    for s in starts:
+        to_start = np.where(s == 0, size, i - s)  # a face on the volume's border does not count
+        to_end = np.where(s + length >= size, size, s + length - 1 - i)
+        inside = (i >= s) & (i < s + length)
+        depth.append(np.where(inside, np.minimum(to_start, to_end), -1))
+    owner = np.argmax(np.stack(depth), axis=0)  # first maximum: the earlier tile wins a tie
+    return [(owner[s:s + min(length, size)] == k).astype(np.float32) for k, s in enumerate(starts)]
+
+
 def layouts(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False):
     """(length, starts, margin) per axis: :func:`axis_layout`, or fixed-side tiles (``fixed``: served models)."""
-    if fixed:
-        return [(min(tile, n), tile_starts(n, tile, margin), margin) for n in shape]
+    if fixed:  # an axis shorter than the tile gets the longest tile on the pooling grid that fits
+        lengths = [min(tile, n if n <= tile and n % multiple == 0 else n // multiple * multiple) for n in shape]
+        return [(length, tile_starts(n, length, margin), margin) for length, n in zip(lengths, shape, strict=True)]
     return [axis_layout(n, tile, margin, multiple) for n in shape]
 
 
-def tiles(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False):
-    """Yield (slices, weights) for every tile of a (z, y, x) volume; all tiles have one shape."""
-    per_axis = [[(slice(s, s + length), window_1d(s, length, size, m)) for s in starts]  # windows once per axis
-                 for (length, starts, m), size in zip(layouts(shape, tile, margin, multiple, fixed), shape,
-                                                      strict=True)]
+def tiles(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False,
+          blend: bool = True):
+    """Yield (slices, weights) for every tile of a (z, y, x) volume; all tiles have one shape.
+
+    ``blend``: raised-cosine weights over each tile's trusted centre; else ownership (0/1) weights.
+    """
+    per_axis = []
+    for (length, starts, m), size in zip(layouts(shape, tile, margin, multiple, fixed), shape, strict=True):
+        windows = ([window_1d(s, length, size, m) for s in starts] if blend  # windows once per axis
+                   else ownership_1d(starts, length, size))
+        per_axis.append([(slice(s, s + length), w) for s, w in zip(starts, windows, strict=True)])
     for (sz, wz), (sy, wy), (sx, wx) in itertools.product(*per_axis):
         yield (sz, sy, sx), wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
 
 
 def count_tiles(shape: tuple[int, int, int], tile: int, margin: int, multiple: int = 1, fixed: bool = False) -> int:
     return int(np.prod([len(starts) for _, starts, _ in layouts(shape, tile, margin, multiple, fixed)]))
-
-
-def receptive_radius(model) -> int:
-    """How far (voxels) an output voxel sees into its input, from the architecture.
-
-    Each k³ convolution at scale s (voxels per feature voxel) adds (k − 1)/2 · s, each
-    pooling or striding by 2 at scale s adds s / 2, each upsampling adds s.
-    """
-    return receptive_radius_of(type(model).__name__, model.get_config())
-
-
-def receptive_radius_of(name: str, config: dict) -> int:
-    """:func:`receptive_radius` from a model's class name and Keras config."""
-    if name == "UNet3D":
-        depth = len(config["filters"]) - 1
-        radius = sum(2 * 2**level + 2**level / 2 for level in range(depth))  # two 3³ convs, then pool
-        radius += config["bottom_convs"] * 2**depth
-        radius += sum(2**level + 2 * 2**level for level in range(depth))  # upsample + 2³ conv, two 3³ convs
-        return int(np.ceil(radius))
-    if name == "UCaps3D":
-        k = config["encoder_kernel_size"]
-        dil = 2 if config["dilation"] else 1
-        radius = 2 + 2 * dil + 2 * dil + 1  # three 5³ convs, primary capsules 3³
-        scale = 1
-        for _level in range(config["levels"]):
-            radius += (k - 1) / 2 * scale  # stride-2 layer at the finer scale
-            scale *= 2
-            radius += (k - 1) / 2 * scale  # stride-1 layer at the coarser scale
-        while scale > 1:  # transpose convolutions and 3³ decoder convolutions
-            scale //= 2
-            radius += 2 * scale
-        return int(np.ceil(radius))
-    raise ValueError(f"no receptive field known for {name}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 
 from keras_ucaps.models.blocks import instance_norm
+from keras_ucaps.models.contract import TileContract
 
 
 @keras.saving.register_keras_serializable(package="keras_ucaps")
@@ -95,6 +98,26 @@ class UNet3D(keras.Model):
     @property
     def patch_multiple(self) -> int:
         return 2 ** (len(self.filters) - 1)
+
+    def tile_contract(self, patch_size: int) -> TileContract:
+        """How prediction tiles this model: see :mod:`keras_ucaps.models.contract`."""
+        return self.contract_of(self.get_config(), patch_size)
+
+    @classmethod
+    def contract_of(cls, config: dict, patch_size: int) -> TileContract:
+        """Local without normalisation or with batch normalisation (an affine map at inference); with
+        instance normalisation every output depends on the whole input, so it predicts on tiles of the
+        training patch side only. ``radius``: each k³ convolution at scale s (voxels per feature voxel)
+        adds (k − 1)/2 · s, each 2× pooling at scale s adds s/2, each upsampling with its 2³ conv adds s.
+        With instance normalisation, fixed tiles of 128 (or the training patch, if larger), as UCaps."""
+        depth = len(config["filters"]) - 1
+        radius = sum(2 * 2**level + 2**level / 2 for level in range(depth))  # two 3³ convs, then pool
+        radius += config["bottom_convs"] * 2**depth
+        radius += sum(2**level + 2 * 2**level for level in range(depth))  # upsample + 2³ conv, two 3³ convs
+        multiple = 2**depth
+        whole = config.get("normalization") == "instance"
+        return TileContract(radius=int(math.ceil(radius)), multiple=multiple, whole_input=whole,
+                            tile=max(128, int(patch_size) // multiple * multiple) if whole else None)
 
     def get_config(self):
         return {
