@@ -28,6 +28,9 @@ PATCH = 16
 
 @pytest.fixture(scope="module", params=list(ARCHITECTURES))
 def model(request):
+    import keras
+
+    keras.utils.set_random_seed(0)  # the same weights every run
     return request.param, ARCHITECTURES[request.param]()
 
 

@@ -15,8 +15,8 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.option("--tile", default=None, type=click.IntRange(min=8),
               help="Longest tile side in voxels (default: 160) for models whose outputs see a bounded "
                    "neighbourhood (the UNet); each axis gets the fewest tiles of one length. Models that normalise "
-                   "over their whole input (UCaps, UNet with instance norm) predict on tiles of their training "
-                   "patch side only.")
+                   "over their whole input (UCaps, UNet with instance norm) take fixed tiles of this side "
+                   "(default 128), each voxel from one tile.")
 @click.option("--overlap", "margin", default=None, type=click.IntRange(min=0),
               help="Voxels trusted less at each tile face (default: the receptive radius, at most an eighth of "
                    "a tile; for a local model, at least the receptive radius makes tiles equal one-pass "
@@ -45,14 +45,13 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
 
     from keras_ucaps.errors import InputError
     from keras_ucaps.inference.predict import load_model, load_remote, predict_tomogram
+    from keras_ucaps.serving.client import ServingError
 
     arguments = [Path(a) for a in arguments]
     if server is not None:
         if model_name is None:
             raise InputError("--model-name", "give the served model's name with --server")
         tomograms = arguments
-        from keras_ucaps.serving.client import ServingError
-
         try:
             loaded = load_remote(server, model_name, model_version, concurrency)
         except ServingError as err:
@@ -67,9 +66,7 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
         try:
             files = predict_tomogram(loaded, tomogram, out, tile=tile, margin=margin, batch_size=batch_size,
                                      voxel_size=voxel_size, progress=sys.stdout.isatty())
-        except RuntimeError as err:  # a served model failed mid-way (ServingError)
-            if server is None:
-                raise
+        except ServingError as err:  # a served model failed mid-way
             raise InputError("--server", str(err)) from None
         click.echo(f"{tomogram}: wrote " + ", ".join(str(p) for p in files.values()))
     if pick_out is not None:

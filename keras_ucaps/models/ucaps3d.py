@@ -7,15 +7,12 @@ import numpy as np
 
 from keras_ucaps.layers.capsules import CapsuleLength, ChannelsToCapsule, ConvCapsule3D, FlattenCapsules
 from keras_ucaps.models.blocks import conv_norm_act
-from keras_ucaps.models.contract import TileContract
+from keras_ucaps.models.contract import TileContract, whole_input_tile
 
 # Encoder (types, atoms) per level; each level is a stride-2 then a stride-1 capsule layer.
 ENCODER_LEVELS = (((16, 8), (16, 8)), ((8, 16), (8, 16)), ((8, 32), (None, 64)))
 DECODER_UP = (256, 128, 64)
 DECODER_CONV = (128, 64)
-# The tile side (its whole-input context) UCaps predicts on by default, chosen by held-out F1 against the
-# training patch side and 96 (README, "Prediction"); the same whatever the tomogram's size.
-CONTEXT_SIDE = 128
 
 
 @keras.saving.register_keras_serializable(package="keras_ucaps")
@@ -144,7 +141,7 @@ class UCaps3D(keras.Model):
     @classmethod
     def contract_of(cls, config: dict, patch_size: int) -> TileContract:
         """Instance normalisation in the feature extractor and decoder couples every output to the whole
-        input: predict on fixed tiles of ``CONTEXT_SIDE`` (or the training patch, if larger), each voxel
+        input: predict on fixed tiles of ``whole_input_tile`` side, each voxel
         owned by one tile. ``radius`` counts the convolutions:
         three 5³ (the 2nd and 3rd dilated by 2 in the ablation), the 3³ primary capsules, per level a
         stride-2 and a stride-1 k³ capsule layer at the finer and coarser scale, then the 2³/2 transpose
@@ -163,7 +160,7 @@ class UCaps3D(keras.Model):
             radius += 2 * scale
         multiple = 2**levels
         return TileContract(radius=int(np.ceil(radius)), multiple=multiple, whole_input=True,
-                            tile=max(CONTEXT_SIDE, int(patch_size) // multiple * multiple))
+                            tile=whole_input_tile(patch_size, multiple))
 
     def get_config(self):
         return {

@@ -7,7 +7,7 @@ import math
 import keras
 
 from keras_ucaps.models.blocks import instance_norm
-from keras_ucaps.models.contract import TileContract
+from keras_ucaps.models.contract import TileContract, whole_input_tile
 
 
 @keras.saving.register_keras_serializable(package="keras_ucaps")
@@ -106,10 +106,9 @@ class UNet3D(keras.Model):
     @classmethod
     def contract_of(cls, config: dict, patch_size: int) -> TileContract:
         """Local without normalisation or with batch normalisation (an affine map at inference); with
-        instance normalisation every output depends on the whole input, so it predicts on tiles of the
-        training patch side only. ``radius``: each k³ convolution at scale s (voxels per feature voxel)
-        adds (k − 1)/2 · s, each 2× pooling at scale s adds s/2, each upsampling with its 2³ conv adds s.
-        With instance normalisation, fixed tiles of 128 (or the training patch, if larger), as UCaps."""
+        instance normalisation every output depends on the whole input, so it predicts on fixed tiles of
+        ``whole_input_tile`` side, as UCaps. ``radius``: each k³ convolution at scale s (voxels per feature voxel)
+        adds (k − 1)/2 · s, each 2× pooling at scale s adds s/2, each upsampling with its 2³ conv adds s."""
         depth = len(config["filters"]) - 1
         radius = sum(2 * 2**level + 2**level / 2 for level in range(depth))  # two 3³ convs, then pool
         radius += config["bottom_convs"] * 2**depth
@@ -117,7 +116,7 @@ class UNet3D(keras.Model):
         multiple = 2**depth
         whole = config.get("normalization") == "instance"
         return TileContract(radius=int(math.ceil(radius)), multiple=multiple, whole_input=whole,
-                            tile=max(128, int(patch_size) // multiple * multiple) if whole else None)
+                            tile=whole_input_tile(patch_size, multiple) if whole else None)
 
     def get_config(self):
         return {
