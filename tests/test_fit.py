@@ -162,3 +162,15 @@ def test_architecture_options_reach_the_model(tmp_path, store):
     assert json.loads((tmp_path / "bn" / "config.json").read_text())["model"]["normalization"] == "batch"
     wrong = run_cli("fit", "--data", store, "--out", tmp_path / "x", "--dilation", *FAST)
     assert wrong.returncode == 2 and "--dilation: applies to --model ucaps only" in wrong.stderr
+
+
+def test_auto_precision_is_float32_on_a_cpu():
+    # bfloat16 on a CPU without bf16 instructions is emulated: a UNet train step ran 10× slower than in float32
+    # on the AVX2 development machine, and slower in float32 on the AVX-512 one too (README, model speed table)
+    import tensorflow as tf
+
+    from keras_ucaps.training.fit import precision_policy
+
+    assert not tf.config.list_physical_devices("GPU")
+    assert precision_policy("auto") == "float32"
+    assert precision_policy("bf16") == "mixed_bfloat16" and precision_policy("fp16") == "mixed_float16"

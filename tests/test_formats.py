@@ -96,7 +96,7 @@ def test_relion5_centre_convention(tmp_path):
 def test_relion5_needs_voxel_and_tomogram_size(tmp_path, table):
     with pytest.raises(InputError, match="voxel size"):
         write_particles(table, tmp_path / "a.star", "relion5", FormatContext(tomogram_size=(10, 10, 10)))
-    with pytest.raises(InputError, match="give its size"):
+    with pytest.raises(InputError, match="tomogram's size"):
         write_particles(table, tmp_path / "a.star", "relion5", FormatContext(voxel_size=10))
 
 
@@ -125,7 +125,8 @@ def test_reads_plain_deepfinder_object_list(tmp_path):
     table = read_particles(path)
     assert table.tomo.tolist() == ["0", "1"] and table.class_name.tolist() == ["1", "2"]
     assert np.isnan(table.angles[0]).all() and table.score[0] == 87
-    expected = Rotation.from_euler("ZXZ", [30, 20, 10], degrees=True).as_matrix()
+    # TOM convention (phi=30, the=20, psi=10): RELION's rotation is the intrinsic ZXZ (-phi, -the, -psi)
+    expected = Rotation.from_euler("ZXZ", [-30, -20, -10], degrees=True).as_matrix()
     np.testing.assert_allclose(Rotation.from_euler("ZYZ", table.angles[1], degrees=True).as_matrix(), expected,
                                atol=1e-9)
 

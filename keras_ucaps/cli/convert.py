@@ -17,14 +17,18 @@ from keras_ucaps.cli.common import reports_input_errors, table_format_choice, vo
 @voxel_size_option
 @click.option("--tomogram", type=click.Path(path_type=Path),
               help="A tomogram the coordinates refer to: gives its size (RELION 5) and voxel size.")
-@click.option("--tomogram-size", nargs=3, type=click.IntRange(min=1), default=None, metavar="X Y Z",
-              help="Tomogram size in voxels, for RELION 5's centred coordinates.")
+@click.option("--tomogram-size", nargs=3, type=click.FloatRange(min=0, min_open=True), default=None, metavar="X Y Z",
+              help="Tomogram size in voxels (may be fractional: bin-1 size / binning), for RELION 5's centred "
+                   "coordinates and Warp's fractional ones.")
+@click.option("--tomograms-star", type=click.Path(path_type=Path),
+              help="RELION 5 tomograms.star: each tomogram's centre (rlnTomoSizeX/Y/Z, rlnTomoTiltSeriesPixelSize) "
+                   "and, with rlnTomoTomogramBinning, the voxel size.")
 @click.option("--classes", "classes_path", type=click.Path(path_type=Path),
               help="Class registry (JSON) mapping class numbers to names.")
 @click.option("--class-name", default=None, help="Class of every particle when the input names none.")
 @reports_input_errors
-def convert(source, destination, from_format, to_format, voxel_size, tomogram, tomogram_size, classes_path,
-            class_name):
+def convert(source, destination, from_format, to_format, voxel_size, tomogram, tomogram_size, tomograms_star,
+            classes_path, class_name):
     """Convert the particle table SOURCE into DESTINATION.
 
     Formats: csv (voxels), relion4 (RELION 4 / Warp STAR, voxels), relion5
@@ -32,9 +36,20 @@ def convert(source, destination, from_format, to_format, voxel_size, tomogram, t
     copick (JSON picks in Å; a folder for several tomograms or classes).
     """
     from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.errors import InputError
     from keras_ucaps.cli.common import resolve_voxel_size
     from keras_ucaps.io import FormatContext, read_particles, write_particles
+    from keras_ucaps.io.formats.star import read_tomograms_star
     from keras_ucaps.io.mrc import read_volume
+
+    centres = None
+    if tomograms_star is not None:
+        centres, voxel_sizes = read_tomograms_star(tomograms_star)
+        stated = sorted(set(voxel_sizes.values()))
+        if voxel_size is None and len(stated) == 1:
+            voxel_size = stated[0]
+        elif voxel_size is None and len(stated) > 1:
+            raise InputError(tomograms_star, "tomograms of several voxel sizes: give --voxel-size")
 
     if tomogram is not None:
         volume = read_volume(tomogram, mmap=True, check_finite=False)
@@ -44,6 +59,7 @@ def convert(source, destination, from_format, to_format, voxel_size, tomogram, t
     context = FormatContext(
         voxel_size=voxel_size,
         tomogram_size=tuple(tomogram_size) if tomogram_size else None,
+        tomogram_centres=centres,
         classes=ClassRegistry.load(classes_path) if classes_path else None,
         default_class=class_name,
     )

@@ -31,8 +31,12 @@ class FormatContext:
     ----------
     voxel_size : float, optional
         Å per voxel of the tomograms the coordinates refer to.
-    tomogram_size : tuple of int or mapping, optional
-        (x, y, z) size in voxels, for all tomograms, or per tomogram name.
+    tomogram_size : tuple of float or mapping, optional
+        (x, y, z) size in voxels, for all tomograms, or per tomogram name; may be
+        fractional (a bin-1 size divided by a binning factor).
+    tomogram_centres : mapping, optional
+        Per tomogram name, its centre in Å (x, y, z) as RELION places it (from a
+        RELION 5 ``tomograms.star``); preferred to ``tomogram_size`` for RELION 5.
     classes : ClassRegistry, optional
         Maps class names to the numbers some formats store.
     default_class : str, optional
@@ -40,7 +44,8 @@ class FormatContext:
     """
 
     voxel_size: float | None = None
-    tomogram_size: tuple[int, int, int] | Mapping[str, tuple[int, int, int]] | None = None
+    tomogram_size: tuple[float, float, float] | Mapping[str, tuple[float, float, float]] | None = None
+    tomogram_centres: Mapping[str, tuple[float, float, float]] | None = None
     classes: ClassRegistry | None = None
     default_class: str | None = None
 
@@ -55,7 +60,8 @@ class FormatContext:
             size = size.get(tomo)
         if size is None:
             raise InputError(
-                path, f"{fmt} coordinates are centred on the tomogram: give its size (--tomogram or --tomogram-size)"
+                path, f"{fmt} coordinates are relative to the tomogram's size: give it (--tomogram, --tomogram-size"
+                + (" or --tomograms-star)" if fmt == "RELION 5" else ")")
             )
         return np.asarray(size, dtype=np.float64)
 

@@ -1,9 +1,13 @@
 """DeepFinder object lists (XML): ``<objlist><object .../></objlist>``.
 
-Each ``object`` has ``tomo_idx``, ``class_label``, ``x``, ``y``, ``z`` (voxels)
-and, when known, ``phi``, ``psi``, ``the``: DeepFinder's ZXZ Euler angles
-(degrees), read as the intrinsic rotation Z(phi)·X(the)·Z(psi) and converted
-to and from our ZYZ (rot, tilt, psi) through the rotation they describe.
+Each ``object`` has ``class_label``, ``x``, ``y``, ``z`` (voxels), usually
+``tomo_idx`` (DeepFinder's ``Cluster`` step leaves it out; its reader treats it
+as optional, and so do we: the tomogram is then named after the file) and, when
+known, ``phi``, ``psi``, ``the``: Euler angles (degrees) in the TOM toolbox's
+convention, which rotates a reference by Rz(psi)·Rx(the)·Rz(phi). That matrix
+is RELION's Euler matrix of the particle, so our ZYZ (rot, tilt, psi) are the
+intrinsic ZXZ rotation (-phi, -the, -psi) in ZYZ, as pytom-match-pick and
+copick's TOM reader (``em_to_copick_transform``) convert them.
 Class labels map to names through the class registry. For a lossless round
 trip we also write ``tomo_name``, ``class_name`` and ``score`` attributes,
 which DeepFinder ignores; without them, a tomogram is named by its index and
@@ -23,17 +27,17 @@ from keras_ucaps.io.formats.common import FormatContext, class_names, class_numb
 from keras_ucaps.io.particles import ParticleTable
 
 NAME = "deepfinder"
-REQUIRED = ("tomo_idx", "class_label", "x", "y", "z")
+REQUIRED = ("class_label", "x", "y", "z")
 
 
 def zyz_to_zxz(angles: np.ndarray) -> np.ndarray:
-    """(rot, tilt, psi) ZYZ → (phi, the, psi) ZXZ, degrees, same rotation."""
-    return convert_euler(angles, "ZYZ", "ZXZ")
+    """RELION (rot, tilt, psi) → TOM (phi, the, psi) of the same particle, degrees."""
+    return -convert_euler(angles, "ZYZ", "ZXZ")
 
 
 def zxz_to_zyz(angles: np.ndarray) -> np.ndarray:
-    """(phi, the, psi) ZXZ → (rot, tilt, psi) ZYZ, degrees, same rotation."""
-    return convert_euler(angles, "ZXZ", "ZYZ")
+    """TOM (phi, the, psi) → RELION (rot, tilt, psi) of the same particle, degrees."""
+    return convert_euler(-np.asarray(angles, dtype=np.float64), "ZXZ", "ZYZ")
 
 
 def read(path: Path, context: FormatContext) -> ParticleTable:
@@ -56,8 +60,11 @@ def read(path: Path, context: FormatContext) -> ParticleTable:
         score[i] = _number(obj, "score", path, i, optional=True)
         if np.isnan(score[i]):
             score[i] = _number(obj, "cluster_size", path, i, optional=True)
-        tomo.append(obj.get("tomo_name", obj.get("tomo_idx")))
-        labels.append(int(_number(obj, "class_label", path, i)))
+        tomo.append(obj.get("tomo_name", obj.get("tomo_idx", Path(path).stem)))
+        label = _number(obj, "class_label", path, i)
+        if label != int(label):
+            raise InputError(path, f"object {i + 1}: class_label={obj.get('class_label')!r} is not a whole number")
+        labels.append(int(label))
         names.append(obj.get("class_name"))
     if not all(np.isfinite(coords).ravel()):
         raise InputError(path, "coordinates hold NaN or infinite values")
