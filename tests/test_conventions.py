@@ -401,3 +401,15 @@ def test_csv_with_a_cut_off_last_row(tmp_path):
     path.write_text("tomo,class_name,x,y,z,rot,tilt,psi,score\nt,a,1,2,3,10,20,30,0.5\nt,a,4,5,6,10")
     with pytest.raises(InputError, match="row 2"):
         read_particles(path)
+
+
+@pytest.mark.parametrize("voxel_size", [-10.0, float("nan")])
+def test_a_voxel_size_that_is_not_a_size_blames_the_input(tmp_path, voxel_size):
+    import mrcfile
+
+    tomo = tmp_path / "tomo.mrc"
+    with mrcfile.new(tomo, overwrite=True) as mrc:
+        mrc.set_data(np.zeros((8, 8, 8), dtype=np.float32))
+        mrc.voxel_size = voxel_size
+    with pytest.raises(InputError, match="tomo.mrc: header voxel size"):
+        read_volume(tomo)

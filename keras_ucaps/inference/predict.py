@@ -258,14 +258,14 @@ def predict_tomogram(
     channels = [_resize(probabilities[i], volume.shape) for i in range(num_classes)] if rescale else probabilities
     for c in loaded.classes.classes:
         files[c.name] = write_volume(out / f"{name}_prob_{c.name}.mrc", channels[c.label], vs,
-                                     origin=volume.origin, dtype="float16")
+                                     origin=volume.origin, start=volume.start, dtype="float16")
     labels = np.empty(volume.shape, dtype=np.int8)
     if rescale:
         labels[...] = np.argmax(np.stack(channels), 0)
     else:
         for z in range(volume.shape[0]):
             labels[z] = np.argmax(probabilities[:, z], axis=0)
-    files["labels"] = write_volume(out / f"{name}_labels.mrc", labels, vs, origin=volume.origin, dtype="int8")
+    files["labels"] = write_volume(out / f"{name}_labels.mrc", labels, vs, origin=volume.origin, start=volume.start, dtype="int8")
     files["classes"] = loaded.classes.save(out / "classes.json")
     scratch = Path(probabilities.filename).parent
     del probabilities

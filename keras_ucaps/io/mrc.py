@@ -3,7 +3,16 @@
 Arrays are indexed (z, y, x): x is the fastest axis, as in the MRC file. The
 voxel size is in Å per voxel; the origin is the MRC header's origin in Å
 (x, y, z). A voxel size of 0 in a header means "unknown" and is returned as
-``None``: keras-ucaps never writes 0 Å/px.
+``None``: keras-ucaps never writes 0 Å/px; a negative or non-finite one is an
+error of the file.
+
+MRC conventions honoured on reading: MAPC/MAPR/MAPS other than 1, 2, 3 (maps
+stored with columns along y or z, as some EMDB entries are) are transposed to
+(z, y, x); mode 0 holds signed bytes (MRC2014) unless the header's DMAX is
+above 127, which only unsigned bytes reach (older writers, IMOD without its
+signed-bytes flag): then they are read as uint8. NXSTART/NYSTART/NZSTART
+(the grid index of the first voxel) are kept in ``Volume.start`` and written
+back into maps derived from the volume, beside the origin.
 """
 
 from __future__ import annotations
@@ -37,12 +46,15 @@ class Volume:
         Header origin in Å, (x, y, z).
     path : Path or None
         The file it was read from.
+    start : tuple of int
+        Grid index of the first voxel (the MRC header's NXSTART, NYSTART, NZSTART).
     """
 
     data: np.ndarray
     voxel_size: float | None
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     path: Path | None = None
+    start: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -106,7 +118,10 @@ def _read_mrc(path: Path, mmap: bool) -> Volume:
         data = mrc.data
         if data is None:
             raise InputError(path, "MRC file holds no data")
-        voxel_size = float(mrc.voxel_size.x) or None
+        voxel_size = float(mrc.voxel_size.x)
+        if not np.isfinite(voxel_size) or voxel_size < 0:
+            raise InputError(path, f"header voxel size {voxel_size} Å is not a size")
+        voxel_size = voxel_size or None
         if voxel_size is not None:
             vs = (float(mrc.voxel_size.x), float(mrc.voxel_size.y), float(mrc.voxel_size.z))
             if data.ndim == 3 and not np.allclose(vs, vs[0], rtol=1e-3):
@@ -116,12 +131,25 @@ def _read_mrc(path: Path, mmap: bool) -> Volume:
                     stacklevel=3,
                 )
         origin = tuple(float(mrc.header.origin[axis]) for axis in ("x", "y", "z"))
+        header = mrc.header
+        if int(header.mode) == 0 and float(header.dmax) > 127:
+            data = data.view(np.uint8)  # unsigned bytes: only they reach values above 127
+        axes = (int(header.maps), int(header.mapr), int(header.mapc))  # what array axes 0, 1, 2 run along
+        starts = (int(header.nzstart), int(header.nystart), int(header.nxstart))  # per array axis
+        if data.ndim == 3 and axes != (3, 2, 1):
+            if sorted(axes) != [1, 2, 3]:
+                raise InputError(path, f"header axis order MAPC/MAPR/MAPS = {axes[::-1]} is not a permutation of "
+                                       "1, 2, 3")
+            order = [axes.index(3), axes.index(2), axes.index(1)]
+            data = data.transpose(order)
+            starts = tuple(starts[i] for i in order)
+        start = (starts[2], starts[1], starts[0])
         if not mmap:
-            data = np.asarray(data)
+            data = np.ascontiguousarray(data)
     finally:
         if not mmap:
             mrc.close()
-    return Volume(data=data, voxel_size=voxel_size, origin=origin, path=path)
+    return Volume(data=data, voxel_size=voxel_size, origin=origin, path=path, start=start)
 
 
 def _read_hdf5(path: Path, dataset: str) -> Volume:
@@ -135,9 +163,10 @@ def _read_hdf5(path: Path, dataset: str) -> Volume:
             data = ds[()]
             voxel_size = float(ds.attrs.get("voxel_size", f.attrs.get("voxel_size", 0.0))) or None
             origin = tuple(float(v) for v in ds.attrs.get("origin", (0.0, 0.0, 0.0)))
+            start = tuple(int(v) for v in ds.attrs.get("start", (0, 0, 0)))
     except OSError as err:
         raise InputError(path, f"not a readable HDF5 file ({_first_line(err)})") from None
-    return Volume(data=np.asarray(data), voxel_size=voxel_size, origin=origin, path=path)
+    return Volume(data=np.asarray(data), voxel_size=voxel_size, origin=origin, path=path, start=start)
 
 
 def _all_finite(data: np.ndarray) -> bool:
@@ -160,6 +189,7 @@ def write_volume(
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
     dtype: str = "float32",
     dataset: str = "dataset",
+    start: tuple[int, int, int] = (0, 0, 0),
 ) -> Path:
     """Write a (z, y, x) volume atomically, keeping voxel size and origin.
 
@@ -177,6 +207,8 @@ def write_volume(
         Voxel type on disk. ``int8`` suits label maps; values must fit.
     dataset : str
         HDF5 dataset name.
+    start : tuple of int
+        Grid index of the first voxel (NXSTART, NYSTART, NZSTART), x, y, z.
     """
     path = Path(path)
     if dtype not in WRITE_DTYPES:
@@ -197,6 +229,7 @@ def write_volume(
                 ds = f.create_dataset(dataset, data=data)
                 ds.attrs["voxel_size"] = float(voxel_size)
                 ds.attrs["origin"] = np.asarray(origin, dtype=np.float64)
+                ds.attrs["start"] = np.asarray(start, dtype=np.int64)
         else:
             import mrcfile
 
@@ -204,5 +237,6 @@ def write_volume(
                 mrc.set_data(data)
                 mrc.voxel_size = float(voxel_size)
                 mrc.header.origin = tuple(float(v) for v in origin)
+                mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = (int(v) for v in start)
                 mrc.update_header_stats()
     return path

@@ -30,6 +30,7 @@ def read(path: Path, context: FormatContext) -> ParticleTable:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(path, f"not a readable CSV table ({str(err).splitlines()[0]})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    _check_row_lengths(path)
     if "class_name" not in frame and context.default_class is not None:
         frame["class_name"] = context.default_class
     require_columns(frame.columns, ("class_name", "x", "y", "z"), path, "CSV table")
@@ -44,6 +45,19 @@ def read(path: Path, context: FormatContext) -> ParticleTable:
     if (frame["class_name"] == "").any():
         raise InputError(path, f"column class_name is empty in row {int((frame['class_name'] == '').argmax()) + 1}")
     return ParticleTable.from_columns(coords, frame["class_name"].tolist(), tomo, angles, score)
+
+
+def _check_row_lengths(path: Path) -> None:
+    """Refuse a row with fewer fields than the header (pandas pads it with empty values)."""
+    import csv as stdlib_csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        rows = (r for r in stdlib_csv.reader(f) if r)
+        header = next(rows, [])
+        for number, row in enumerate(rows, start=1):
+            if len(row) < len(header):
+                raise InputError(path, f"row {number} has {len(row)} values, the header names {len(header)} "
+                                       "columns (a cut-off file?)")
 
 
 def write(table: ParticleTable, path: Path, context: FormatContext) -> None:
