@@ -237,7 +237,10 @@ def test_copick_object_names_are_mapped_to_what_copick_allows(tmp_path):
 
     table = ParticleTable.from_columns([[1, 2, 3], [4, 5, 6]], ["large_ribosome", "fatty acid"], "TS_1")
     result_dir = tmp_path / "picks"
-    write_particles(table, result_dir, "copick", FormatContext(voxel_size=10.0))
+    with pytest.warns(UserWarning) as warned:
+        write_particles(table, result_dir, "copick", FormatContext(voxel_size=10.0))
+    assert {"large_ribosome → large-ribosome", "fatty acid → fatty-acid"} <= {
+        str(w.message).split("class ")[-1] for w in warned}
     names = sorted(p.name for p in result_dir.rglob("*.json"))
     expected = sorted(f"keras-ucaps_0_{sanitize_name(n, suppress_warnings=True)}.json"
                       for n in ("large_ribosome", "fatty acid"))
@@ -264,6 +267,8 @@ def test_copick_untrusted_orientation_instance_and_run_name(tmp_path):
     written = json.loads((tmp_path / "out" / "one.json").read_text())
     assert sorted(p["instance_id"] for p in written["points"]) == [0, 3]
     assert written["trust_orientation"] is False
+    write_particles(table, tmp_path / "t.csv")
+    assert sorted(read_particles(tmp_path / "t.csv").instance.tolist()) == [0, 3]
 
 
 @pytest.mark.parametrize("point, problem", [

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
@@ -58,6 +58,10 @@ def assert_same_particles(a: ParticleTable, b: ParticleTable, atol=1e-4):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(table=tables(min_size=1))
 def test_round_trip(tmp_path_factory, fmt, table):
+    if fmt == "copick":  # copick object names hold no "_" (tested in test_conventions.py): use names it allows
+        allowed = [c.replace("_", "-").strip("-") for c in table.class_name]
+        assume(all(allowed) and len(set(allowed)) == len(set(table.class_name)))
+        table = table.replace(class_name=np.array(allowed))
     path = tmp_path_factory.mktemp(fmt) / SUFFIX[fmt]
     context = FormatContext(voxel_size=13.5, tomogram_size=(500, 500, 500))
     write_particles(table, path, fmt, context)

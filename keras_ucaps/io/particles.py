@@ -30,6 +30,9 @@ class ParticleTable:
         rot, tilt, psi (ZYZ, degrees); NaN where unknown.
     score : numpy.ndarray of float64, shape (N,)
         Confidence of each pick; NaN where unknown.
+    instance : numpy.ndarray of int64, shape (N,)
+        Which instance (filament, membrane...) a particle belongs to, as copick's
+        ``instance_id``; 0 where unassigned.
     """
 
     tomo: np.ndarray
@@ -37,6 +40,7 @@ class ParticleTable:
     coords: np.ndarray
     angles: np.ndarray
     score: np.ndarray
+    instance: np.ndarray | None = None
 
     def __post_init__(self):
         self.coords = np.asarray(self.coords, dtype=np.float64).reshape(-1, 3)
@@ -45,6 +49,8 @@ class ParticleTable:
         self.class_name = _strings(self.class_name, n)
         self.angles = np.asarray(self.angles, dtype=np.float64).reshape(n, 3)
         self.score = np.asarray(self.score, dtype=np.float64).reshape(n)
+        self.instance = np.zeros(n, dtype=np.int64) if self.instance is None else (
+            np.asarray(self.instance, dtype=np.int64).reshape(n))
 
     @classmethod
     def from_columns(
@@ -54,6 +60,7 @@ class ParticleTable:
         tomo: str | Iterable[str] = "",
         angles: np.ndarray | None = None,
         score: np.ndarray | Sequence[float] | None = None,
+        instance: np.ndarray | Sequence[int] | None = None,
     ) -> ParticleTable:
         """Build a table; scalar ``class_name``/``tomo`` apply to every row."""
         coords = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
@@ -64,6 +71,7 @@ class ParticleTable:
             coords=coords,
             angles=np.full((n, 3), np.nan) if angles is None else angles,
             score=np.full(n, np.nan) if score is None else score,
+            instance=instance,
         )
 
     @classmethod
@@ -80,6 +88,7 @@ class ParticleTable:
             coords=np.concatenate([t.coords for t in tables]),
             angles=np.concatenate([t.angles for t in tables]),
             score=np.concatenate([t.score for t in tables]),
+            instance=np.concatenate([t.instance for t in tables]),
         )
 
     def __len__(self) -> int:
@@ -93,6 +102,7 @@ class ParticleTable:
             coords=self.coords[rows],
             angles=self.angles[rows],
             score=self.score[rows],
+            instance=self.instance[rows],
         )
 
     def __repr__(self) -> str:

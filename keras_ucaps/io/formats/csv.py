@@ -1,7 +1,8 @@
 """CSV particle tables: one row per particle, coordinates in voxels.
 
 Columns: ``tomo, class_name, x, y, z`` and, when known, ``rot, tilt, psi``
-(ZYZ, degrees) and ``score``. ``tomo`` may be left out; it then defaults to
+(ZYZ, degrees), ``score`` and ``instance_id`` (copick's instance, written when
+any is set). ``tomo`` may be left out; it then defaults to
 the file's stem; ``class_name`` may be left out when a default class is given.
 Extra columns are ignored.
 """
@@ -42,9 +43,14 @@ def read(path: Path, context: FormatContext) -> ParticleTable:
             angles[:, i] = float_column(frame[c].replace("", "nan"), path, c, allow_nan=True)
     score = float_column(frame["score"].replace("", "nan"), path, "score", allow_nan=True) if "score" in frame else None
     tomo = frame["tomo"].tolist() if "tomo" in frame else Path(path).stem
+    instance = None
+    if "instance_id" in frame:
+        instance = float_column(frame["instance_id"].replace("", "0"), path, "instance_id")
+        if (instance != np.round(instance)).any():
+            raise InputError(path, "column instance_id holds a value that is not a whole number")
     if (frame["class_name"] == "").any():
         raise InputError(path, f"column class_name is empty in row {int((frame['class_name'] == '').argmax()) + 1}")
-    return ParticleTable.from_columns(coords, frame["class_name"].tolist(), tomo, angles, score)
+    return ParticleTable.from_columns(coords, frame["class_name"].tolist(), tomo, angles, score, instance)
 
 
 def _check_row_lengths(path: Path) -> None:
@@ -71,5 +77,7 @@ def write(table: ParticleTable, path: Path, context: FormatContext) -> None:
             columns[c] = table.angles[:, i]
     if table.has_scores:
         columns["score"] = table.score
+    if table.instance.any():
+        columns["instance_id"] = table.instance
     with atomic_path(path) as tmp:
         pd.DataFrame(columns).to_csv(tmp, index=False)
