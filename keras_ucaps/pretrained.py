@@ -9,6 +9,7 @@ F1, training time and hardware). The weights' SHA-256 is checked before use.
 from __future__ import annotations
 
 import hashlib
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -48,6 +49,16 @@ def pretrained_run(name: str | None = None) -> Path:
     if digest != REGISTRY[name][0]:
         raise InputError(folder / "weights_best.keras", f"checksum mismatch ({digest[:12]}…): reinstall keras-ucaps")
     return folder
+
+
+def model_path(name_or_path: str | os.PathLike | None) -> Path:
+    """A run folder or .keras file that exists, else the bundled model of that name (None: the default)."""
+    if name_or_path is not None and Path(name_or_path).exists():
+        return Path(name_or_path)
+    if name_or_path is not None and str(name_or_path) not in REGISTRY:
+        known = ", ".join(REGISTRY) or "none bundled yet"
+        raise InputError(name_or_path, f"no such file, nor a bundled model (bundled: {known})")
+    return pretrained_run(None if name_or_path is None else str(name_or_path))
 
 
 def sha256(path: Path) -> str:

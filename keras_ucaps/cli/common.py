@@ -63,3 +63,35 @@ def choose_tomogram(table, requested: str | None, volume_path: Path, table_path:
     if volume_path.stem in names:
         return volume_path.stem
     raise InputError(table_path, f"holds tomograms {', '.join(names)}: choose one with --tomo")
+
+
+def copick_options(command):
+    """--copick CONFIG with --run, --voxel-spacing and --tomo-type: tomograms from a copick project."""
+    options = [
+        click.option("--copick", "copick_config", type=click.Path(path_type=Path), default=None,
+                     help="A copick project's config JSON: read tomograms (and picks) from it "
+                          "(pip install -e '.[copick]')."),
+        click.option("--run", "copick_runs", multiple=True, metavar="RUN",
+                     help="With --copick: a run to use (repeat; default: every run)."),
+        click.option("--voxel-spacing", "copick_voxel_spacing", type=click.FloatRange(min=0, min_open=True),
+                     default=None, help="With --copick: the voxel spacing (Å) whose tomograms to read."),
+        click.option("--tomo-type", "copick_tomo_type", default="wbp", show_default=True,
+                     help="With --copick: the tomogram type (reconstruction) to read."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def open_copick(config: Path | None, runs, voxel_spacing: float | None, tomo_type: str):
+    """The copick project and its chosen runs, or (None, []) without --copick."""
+    if config is None:
+        if runs or voxel_spacing is not None:
+            raise InputError("--run" if runs else "--voxel-spacing", "applies with --copick only")
+        return None, []
+    if voxel_spacing is None:
+        raise InputError("--voxel-spacing", "give the voxel spacing (Å) of the copick tomograms to read")
+    from keras_ucaps.io.copick_project import CopickProject
+
+    project = CopickProject(config, voxel_spacing, tomo_type)
+    return project, project.run_names(runs)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
+from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_size_option
 
 
 @click.command()
@@ -36,9 +36,13 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
               help="Multiply class radii for the sphere labels.")
 @voxel_size_option
 @click.option("--seed", default=0, show_default=True, type=int)
+@copick_options
+@click.option("--user-id", default=None, help="With --copick: whose picks are the training labels (default: anyone's).")
+@click.option("--session-id", default=None, help="With --copick: which session's picks (default: any).")
 @reports_input_errors
 def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_size, per_particle, jitter,
-            background_fraction, validation_fraction, radius_scale, voxel_size, seed):
+            background_fraction, validation_fraction, radius_scale, voxel_size, seed, copick_config, copick_runs,
+            copick_voxel_spacing, copick_tomo_type, user_id, session_id):
     """Cut patches around particles (and of background) into one HDF5 file for `fit`.
 
     Validation patches come from separate tomograms when there are two or
@@ -46,7 +50,7 @@ def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_
     neighbouring training ones.
     """
     from keras_ucaps.classes import ClassRegistry
-    from keras_ucaps.cli.common import choose_tomogram, resolve_voxel_size
+    from keras_ucaps.cli.common import choose_tomogram, open_copick, resolve_voxel_size
     from keras_ucaps.data.patches import PatchSettings, Source, build_patch_store
     from keras_ucaps.data.targets import sphere_targets
     from keras_ucaps.errors import InputError
@@ -60,11 +64,17 @@ def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_
         tomograms = tuple(tomograms) + tuple(found)
         tables = tuple(tables) + tuple(simulation / f"{p.stem}_particles.csv" for p in found)
         classes_path = classes_path or simulation / "classes.json"
-    if not tomograms:
-        raise InputError("--tomogram", "give at least one tomogram (or --simulation)")
+    project, runs = open_copick(copick_config, copick_runs, copick_voxel_spacing, copick_tomo_type)
+    if project is None and (user_id is not None or session_id is not None):
+        raise InputError("--user-id" if user_id is not None else "--session-id", "applies with --copick only")
+    if project is not None and (tomograms or tables or label_maps):
+        raise InputError("--copick", "takes tomograms and picks from the project: give no --tomogram, --particles "
+                                     "or --labels")
+    if not tomograms and project is None:
+        raise InputError("--tomogram", "give at least one tomogram (or --simulation, or --copick)")
     if classes_path is None:
         raise InputError("--classes", "give the class registry (keras-ucaps classes NAME=RADIUS ... --out FILE)")
-    if len(tables) not in (1, len(tomograms)):
+    if project is None and len(tables) not in (1, len(tomograms)):
         raise InputError("--particles", f"give one table per tomogram ({len(tomograms)}) or one for all")
     if label_maps and len(label_maps) != len(tomograms):
         raise InputError("--labels", f"give one label map per tomogram ({len(tomograms)})")
@@ -73,6 +83,14 @@ def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_
                              background_fraction=background_fraction, validation_fraction=validation_fraction,
                              seed=seed)
     sources, common_voxel_size = [], None
+    for run in runs:
+        volume = project.volume(run)
+        vs = resolve_voxel_size(volume.voxel_size, voxel_size, volume.path)
+        table = project.particles(run, classes.names, user_id, session_id)
+        labels = sphere_targets(table, volume.shape, classes, vs, radius_scale=radius_scale,
+                                source=f"{copick_config}: run {run}")
+        sources.append(Source(name=run, volume=volume, particles=table, labels=labels))
+        common_voxel_size = vs
     for i, tomo_path in enumerate(tomograms):
         volume = read_volume(tomo_path)
         vs = resolve_voxel_size(volume.voxel_size, voxel_size, tomo_path)

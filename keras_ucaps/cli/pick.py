@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import reports_input_errors, table_format_choice
+from keras_ucaps.cli.common import copick_options, reports_input_errors, table_format_choice
 
 
 @click.command()
-@click.argument("label_maps", nargs=-1, required=True, type=click.Path(path_type=Path),
+@click.argument("label_maps", nargs=-1, type=click.Path(path_type=Path),
                 metavar="TOMO.mrc... | NAME_labels.mrc...")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Particle table to write (any format).")
+@click.option("--out", default=None, type=click.Path(path_type=Path),
+              help="Particle table to write (any format); optional with --copick.")
 @click.option("--format", "table_format", type=table_format_choice, help="Table format (default: from the suffix).")
 @click.option("--classes", "classes_path", type=click.Path(path_type=Path),
               help="Class registry (default: classes.json beside the maps, as predict writes it).")
@@ -26,21 +27,67 @@ from keras_ucaps.cli.common import reports_input_errors, table_format_choice
               help="For tomograms: a run folder, .keras file or bundled model name (default: the bundled default).")
 @click.option("--maps", "maps_dir", default=None, type=click.Path(path_type=Path),
               help="For tomograms: keep the predicted maps in this folder (default: discard them).")
+@copick_options
+@click.option("--session-id", "copick_session", default=None,
+              help="With --copick: the session of user keras-ucaps to write the picks as (default: a new one).")
 @reports_input_errors
 def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thresholds_path=None, model=None,
-         maps_dir=None):
+         maps_dir=None, copick_config=None, copick_runs=(), copick_voxel_spacing=None, copick_tomo_type="wbp",
+         copick_session=None):
     """Pick particles from tomograms, or from label maps written by `keras-ucaps predict`.
 
     Given tomograms, it predicts them first with --model (a bundled model by
     default) and applies the model's thresholds.json. Each NAME_labels.mrc is
     read with the NAME_prob_CLASS.mrc maps beside it (for probability-weighted
-    centres and scores, when present).
+    centres and scores, when present). With --copick CONFIG it predicts the
+    project's runs (or picks from label maps named after runs) and writes the
+    picks into the project as a session of user keras-ucaps.
     """
-    if not all(Path(p).name.endswith("_labels.mrc") for p in label_maps):
-        return _pick_tomograms(label_maps, out, table_format, min_sizes, suppress, model, maps_dir)
+    from keras_ucaps.cli.common import open_copick
+    from keras_ucaps.errors import InputError
+
+    project, runs = open_copick(copick_config, copick_runs, copick_voxel_spacing, copick_tomo_type)
+    if project is None and out is None:
+        raise InputError("--out", "give the particle table to write (or --copick to write into a project)")
+    if project is None and copick_session is not None:
+        raise InputError("--session-id", "applies with --copick only")
+    if not label_maps and project is None:
+        raise InputError("TOMO.mrc", "give tomograms or label maps (or --copick)")
+    maps = all(Path(p).name.endswith("_labels.mrc") for p in label_maps) and label_maps
+    if not maps and label_maps and project is not None:
+        raise InputError("--copick", "takes the tomograms from the project: give label maps or nothing")
+    if maps:
+        table, classes, voxel_size, shapes = _pick_maps(label_maps, classes_path, min_sizes, suppress,
+                                                        thresholds_path)
+    else:
+        sources = [(Path(t).stem, t) for t in label_maps] + [(r, None) for r in runs]
+        table, classes, voxel_size, shapes = _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir,
+                                                             out)
+    if out is not None:
+        from keras_ucaps.io import FormatContext, write_particles
+
+        write_particles(table, out, table_format, FormatContext(voxel_size=voxel_size, tomogram_size=shapes,
+                                                                classes=classes))
+    counts = table.counts()
+    summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in classes.names)
+    where = [str(out)] if out is not None else []
+    if project is not None:
+        unknown = sorted(set(table.tomograms) - set(project.run_names()))
+        if unknown:
+            raise InputError(label_maps[0] if label_maps else copick_config,
+                             f"maps of {unknown[0]!r}, which is not a run of {copick_config}")
+        session = copick_session or project.new_session_id()
+        project.write_particles(table, session)
+        where.append(f"{copick_config} (user keras-ucaps, session {session})")
+    click.echo(f"wrote {' and '.join(where)}: {len(table)} particles ({summary})"
+               + ("" if len(table) else " — no particles found"))
+
+
+def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path):
+    """Picks from label maps (and the probability maps beside them)."""
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.errors import InputError
-    from keras_ucaps.io import FormatContext, ParticleTable, write_particles
+    from keras_ucaps.io import ParticleTable
 
     classes = ClassRegistry.load(classes_path or Path(label_maps[0]).parent / "classes.json")
     sizes = {}
@@ -57,40 +104,32 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
     table = ParticleTable.concat(tables)
     if thresholds_path is not None:
         table = apply_thresholds(table, thresholds_path)
-    write_particles(table, out, table_format, FormatContext(voxel_size=voxel_size, tomogram_size=shapes,
-                                                            classes=classes))
-    counts = table.counts()
-    summary = ", ".join(f"{c} {counts.get(c, 0)}" for c in classes.names)
-    click.echo(f"wrote {out}: {len(table)} particles ({summary})" + ("" if len(table) else
-                                                                     " — no particles found"))
+    return table, classes, voxel_size, shapes
 
 
-def _pick_tomograms(tomograms, out, table_format, min_sizes, suppress, model, maps_dir):
-    """Predict each tomogram with ``model``, then pick, with the model's thresholds."""
+def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out):
+    """Predict each tomogram (NAME, path) — or copick run (NAME, None) — with ``model``, then pick with its
+    thresholds."""
     import shutil
     import tempfile
 
     from keras_ucaps.inference.predict import load_model, predict_tomogram
 
-    if model is None or not Path(model).exists():
-        from keras_ucaps.pretrained import pretrained_run
+    from keras_ucaps.pretrained import model_path
 
-        model = pretrained_run(model)
-    model = Path(model)
+    model = model_path(model)
     loaded = load_model(model)
     if maps_dir is None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".keras-ucaps-maps-", dir=Path(out).parent))
+        parent = Path(out).parent if out is not None else Path(tempfile.gettempdir())
+        parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".keras-ucaps-maps-", dir=parent))
     else:
         scratch = Path(maps_dir)
     try:
-        for tomogram in tomograms:
-            predict_tomogram(loaded, tomogram, scratch)
-        thresholds = run_thresholds(model)
-        click.get_current_context().invoke(
-            pick, label_maps=[scratch / f"{Path(t).stem}_labels.mrc" for t in tomograms], out=out,
-            table_format=table_format, classes_path=scratch / "classes.json", min_sizes=min_sizes, suppress=suppress,
-            thresholds_path=thresholds)
+        for name, path in sources:
+            predict_tomogram(loaded, path if path is not None else project.volume(name), scratch, name=name)
+        return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
+                          min_sizes, suppress, run_thresholds(model))
     finally:
         if maps_dir is None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
+from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_size_option
 
 
 @click.command()
@@ -33,21 +33,27 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
               help="With --server: tile requests in flight at once, so server-side batching has requests to batch "
                    "(default: 8, one batch of the exported batching.config). Results equal sequential prediction.")
 @voxel_size_option
+@copick_options
 @reports_input_errors
 def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_name, model_version, concurrency,
-            voxel_size):
+            voxel_size, copick_config, copick_runs, copick_voxel_spacing, copick_tomo_type):
     """Predict per-class probability maps (float16 MRC) and a label map for each tomogram.
 
     keras-ucaps predict RUN_OR_MODEL TOMO.mrc... --out DIR, or, on a TF Serving
     endpoint, keras-ucaps predict --server HOST:8500 --model-name NAME TOMO.mrc... --out DIR.
+    With --copick CONFIG the tomograms are the project's runs (maps named RUN_...).
     """
     import sys
 
+    from keras_ucaps.cli.common import open_copick
     from keras_ucaps.errors import InputError
     from keras_ucaps.inference.predict import load_model, load_remote, predict_tomogram
     from keras_ucaps.serving.client import ServingError
 
     arguments = [Path(a) for a in arguments]
+    project, runs = open_copick(copick_config, copick_runs, copick_voxel_spacing, copick_tomo_type)
+    if project is not None and len(arguments) != (0 if server is not None else 1):
+        raise InputError("--copick", "takes the tomograms from the project: give only the run folder or model")
     if server is not None:
         if model_name is None:
             raise InputError("--model-name", "give the served model's name with --server")
@@ -59,22 +65,27 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
     else:
         if concurrency is not None:
             raise InputError("--concurrency", "applies to --server only (a local model runs one batch at a time)")
-        if len(arguments) < 2:
+        if len(arguments) < 2 and project is None:
             raise InputError("RUN_OR_MODEL", "give a run folder or .keras file, then tomograms (or --server)")
+        from keras_ucaps.pretrained import model_path
+
+        arguments[0] = model_path(arguments[0])
         loaded, tomograms = load_model(arguments[0]), arguments[1:]
-    for tomogram in tomograms:
+    names = [Path(t).stem for t in tomograms] + runs
+    for name, tomogram in [(Path(t).stem, t) for t in tomograms] + [(r, None) for r in runs]:
+        source = tomogram if tomogram is not None else project.volume(name)
         try:
-            files = predict_tomogram(loaded, tomogram, out, tile=tile, margin=margin, batch_size=batch_size,
+            files = predict_tomogram(loaded, source, out, name=name, tile=tile, margin=margin, batch_size=batch_size,
                                      voxel_size=voxel_size, progress=sys.stdout.isatty())
         except ServingError as err:  # a served model failed mid-way
             raise InputError("--server", str(err)) from None
-        click.echo(f"{tomogram}: wrote " + ", ".join(str(p) for p in files.values()))
+        click.echo(f"{tomogram or name}: wrote " + ", ".join(str(p) for p in files.values()))
     if pick_out is not None:
         from keras_ucaps.cli.pick import pick, run_thresholds
 
         run = arguments[0] if server is None and arguments[0].is_dir() else None
         thresholds = run_thresholds(run)
-        click.get_current_context().invoke(pick, label_maps=[Path(out) / f"{Path(t).stem}_labels.mrc"
-                                                              for t in tomograms], out=pick_out, table_format=None,
+        click.get_current_context().invoke(pick, label_maps=[Path(out) / f"{n}_labels.mrc" for n in names],
+                                           out=pick_out, table_format=None,
                                            classes_path=Path(out) / "classes.json", min_sizes=(), suppress=0.5,
                                            thresholds_path=thresholds)

@@ -29,7 +29,7 @@ import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.errors import InputError, KerasUcapsWarning
-from keras_ucaps.io.mrc import read_volume, write_volume
+from keras_ucaps.io.mrc import Volume, read_volume, write_volume
 from keras_ucaps.models.contract import TileContract
 
 VOXEL_SIZE_TOLERANCE = 0.01
@@ -204,20 +204,26 @@ def compiled_forward(model):
 
 def predict_tomogram(
     loaded: LoadedModel,
-    tomogram: str | os.PathLike,
+    tomogram: str | os.PathLike | Volume,
     out: str | os.PathLike,
     *,
+    name: str | None = None,
     tile: int | None = None,
     margin: int | None = None,
     batch_size: int = 1,
     voxel_size: float | None = None,
     progress: bool = False,
 ) -> dict[str, Path]:
-    """Predict one tomogram and write its probability maps and label map into ``out``."""
+    """Predict one tomogram (a file, or a volume read elsewhere and its ``name``) and write its probability maps
+    and label map into ``out`` as NAME_prob_CLASS.mrc and NAME_labels.mrc."""
     from keras_ucaps.inference.resample import fourier_resample
 
-    tomogram = Path(tomogram)
-    volume = read_volume(tomogram)
+    if isinstance(tomogram, Volume):
+        volume, tomogram = tomogram, Path(str(tomogram.path or name))
+    else:
+        tomogram = Path(tomogram)
+        volume = read_volume(tomogram)
+    name = name or tomogram.stem
     vs = voxel_size or volume.voxel_size
     if vs is None:
         raise InputError(tomogram, "no voxel size in the header: give --voxel-size")
@@ -252,7 +258,6 @@ def predict_tomogram(
                                    batch_size=batch_size, scratch=Path(out), progress=progress,
                                    fixed_tiles=fixed, blend=not contract.whole_input)
     out = Path(out)
-    name = tomogram.stem
     files = {}
     # Every channel back onto the tomogram's grid once, for its map and for the label map.
     channels = [_resize(probabilities[i], volume.shape) for i in range(num_classes)] if rescale else probabilities

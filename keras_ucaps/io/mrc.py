@@ -1,4 +1,11 @@
-"""Read and write 3D volumes: MRC/MAP/REC through mrcfile, and HDF5 through h5py.
+"""Read and write 3D volumes: MRC/MAP/REC through mrcfile, HDF5 through h5py, and
+read OME-Zarr (NGFF multiscale images, as copick and the CZ cryoET Data Portal
+store tomograms) through zarr.
+
+An OME-Zarr folder (``NAME.zarr``) is read at its highest resolution (the first
+dataset of its first multiscale) unless a scale is asked for; the voxel size
+comes from that dataset's ``scale`` transformation and the axes' unit
+(angstrom, nanometer or micrometer), the origin from its ``translation``.
 
 Arrays are indexed (z, y, x): x is the fastest axis, as in the MRC file. The
 voxel size is in Å per voxel; the origin is the MRC header's origin in Å
@@ -28,6 +35,8 @@ from keras_ucaps.errors import InputError, KerasUcapsWarning
 from keras_ucaps.io.atomic import atomic_path
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+ZARR_SUFFIX = ".zarr"
+UNIT_ANGSTROM = {"angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4}
 MMAP_ABOVE_BYTES = 256 * 2**20
 WRITE_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
 
@@ -92,11 +101,14 @@ def read_volume(
         Missing, unreadable or corrupt file; not 3D; NaN or Inf voxels.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.suffix.lower() == ZARR_SUFFIX and path.is_dir():
+        volume = read_ome_zarr(path)
+    elif not path.is_file():
         raise InputError(path, "no such file" if not path.exists() else "not a file")
-    if mmap is None:
-        mmap = path.stat().st_size > MMAP_ABOVE_BYTES
-    volume = _read_hdf5(path, dataset) if is_hdf5(path) else _read_mrc(path, mmap)
+    else:
+        if mmap is None:
+            mmap = path.stat().st_size > MMAP_ABOVE_BYTES
+        volume = _read_hdf5(path, dataset) if is_hdf5(path) else _read_mrc(path, mmap)
     if volume.data.ndim != 3 or min(volume.data.shape) < 1:
         raise InputError(path, f"expected a 3D volume, found shape {volume.data.shape}")
     if check_finite and not _all_finite(volume.data):
@@ -167,6 +179,50 @@ def _read_hdf5(path: Path, dataset: str) -> Volume:
     except OSError as err:
         raise InputError(path, f"not a readable HDF5 file ({_first_line(err)})") from None
     return Volume(data=np.asarray(data), voxel_size=voxel_size, origin=origin, path=path, start=start)
+
+
+def read_ome_zarr(store, scale: int = 0, source: str | os.PathLike | None = None) -> Volume:
+    """Read one scale of an OME-Zarr multiscale image (a folder path or a zarr store)."""
+    try:
+        import zarr
+    except ImportError:  # pragma: no cover - zarr is a dependency; a broken install
+        raise InputError(source or store, "reading OME-Zarr needs the zarr package (pip install zarr)") from None
+    source = Path(source if source is not None else store)
+    try:
+        group = zarr.open_group(store if not isinstance(store, Path) else str(store), mode="r")
+        attrs = dict(group.attrs)
+    except Exception as err:  # zarr raises many kinds on a folder that is not a zarr group
+        raise InputError(source, f"not a readable OME-Zarr group ({type(err).__name__}: {_first_line(err)})") from None
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales or not multiscales[0].get("datasets"):
+        raise InputError(source, "zarr group has no OME-NGFF 'multiscales' metadata")
+    meta = multiscales[0]
+    datasets = meta["datasets"]
+    if not 0 <= scale < len(datasets):
+        raise InputError(source, f"has {len(datasets)} scales, not scale {scale}")
+    axes = [a.get("name") if isinstance(a, dict) else a for a in meta.get("axes", ["z", "y", "x"])]
+    if [a for a in axes if a in ("z", "y", "x")] != ["z", "y", "x"] or len(axes) != 3:
+        raise InputError(source, f"axes {axes}: expected a 3D (z, y, x) image")
+    units = {a.get("unit") for a in meta.get("axes", []) if isinstance(a, dict)}
+    unit = UNIT_ANGSTROM.get(units.pop() if len(units) == 1 else "angstrom")
+    if unit is None:
+        raise InputError(source, f"axis unit {sorted(units)} is not one of {', '.join(UNIT_ANGSTROM)}")
+    scale_zyx, translation_zyx = [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]
+    for transform in datasets[scale].get("coordinateTransformations", []):
+        if transform.get("type") == "scale":
+            scale_zyx = [float(v) for v in transform["scale"]]
+        elif transform.get("type") == "translation":
+            translation_zyx = [float(v) for v in transform["translation"]]
+    try:
+        data = np.asarray(group[datasets[scale]["path"]][...])
+    except Exception as err:
+        raise InputError(source, f"cannot read scale {scale} ({type(err).__name__}: {_first_line(err)})") from None
+    sizes = [v * unit for v in scale_zyx]
+    if not np.allclose(sizes, sizes[2], rtol=1e-3):
+        warnings.warn(f"{source}: anisotropic voxel size {sizes[::-1]} Å (x, y, z), using x = {sizes[2]} Å",
+                      KerasUcapsWarning, stacklevel=2)
+    origin = tuple(v * unit for v in translation_zyx[::-1])
+    return Volume(data=data, voxel_size=sizes[2] if sizes[2] > 0 else None, origin=origin, path=source)
 
 
 def _all_finite(data: np.ndarray) -> bool:
