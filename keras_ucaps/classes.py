@@ -21,6 +21,7 @@ from keras_ucaps.io.atomic import atomic_path
 
 REGISTRY_VERSION = 1
 BACKGROUND = "background"
+MAX_LABEL = 127  # label maps are int8 MRC files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +59,13 @@ class ClassRegistry:
             raise InputError(source, f"duplicate class names in {names}")
         if len(set(labels)) != len(labels) or any(label < 1 for label in labels):
             raise InputError(source, f"class labels must be distinct and ≥ 1 (0 is background), got {labels}")
+        if any(label > MAX_LABEL for label in labels):
+            raise InputError(source, f"class label {max(labels)} does not fit a label map (int8: labels 1 to "
+                                     f"{MAX_LABEL})")
         if BACKGROUND in names:
             raise InputError(source, f"'{BACKGROUND}' is reserved for label 0")
         for c in self.classes:
-            if not (c.radius > 0):
+            if not (0 < c.radius < float("inf")):
                 raise InputError(source, f"class '{c.name}' needs a positive radius in Å, got {c.radius}")
         self._by_name = {c.name: c for c in self.classes}
         self._by_label = {c.label: c for c in self.classes}

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import starfile
 from conftest import run_cli
-from scipy.spatial.transform import Rotation
 
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.errors import InputError

@@ -25,11 +25,16 @@ def classes_command(entries, out):
     for entry in entries:
         name, sep, radius = entry.partition("=")
         try:
-            radii[name.strip()] = float(radius)
+            value = float(radius)
         except ValueError:
             sep = ""
         if not sep or not name.strip():
             raise InputError(entry, "expected NAME=RADIUS with the radius in Å, e.g. ribosome=130")
+        if name.strip() in radii:
+            raise InputError(entry, f"class {name.strip()} is given twice")
+        if not 0 < value < float("inf"):
+            raise InputError(entry, "the radius must be a positive number of Å")
+        radii[name.strip()] = value
     registry = ClassRegistry.from_radii(radii, source="command line")
     registry.save(out)
     click.echo(f"wrote {out}: {registry}")

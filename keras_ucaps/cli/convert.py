@@ -36,8 +36,8 @@ def convert(source, destination, from_format, to_format, voxel_size, tomogram, t
     copick (JSON picks in Å; a folder for several tomograms or classes).
     """
     from keras_ucaps.classes import ClassRegistry
-    from keras_ucaps.errors import InputError
     from keras_ucaps.cli.common import resolve_voxel_size
+    from keras_ucaps.errors import InputError
     from keras_ucaps.io import FormatContext, read_particles, write_particles
     from keras_ucaps.io.formats.star import read_tomograms_star
     from keras_ucaps.io.mrc import read_volume

@@ -16,7 +16,8 @@ from keras_ucaps.cli.common import reports_input_errors
 @click.option("--base", default="saved_models", show_default=True, type=click.Path(path_type=Path),
               help="TF Serving model base path.")
 @click.option("--tile", default=None, type=click.IntRange(min=8),
-              help="Fixed input side D = H = W of the served model (default: 64, or the training patch).")
+              help="Fixed input side D = H = W of the served model (default: the model's tile contract: 128 for "
+                   "whole-input models, else 64 or the training patch).")
 @reports_input_errors
 def export(run, name, version, base, tile):
     """Export RUN_OR_MODEL to BASE/NAME/VERSION (saved_model.pb + variables/ + assets/config.json) and list it in
@@ -26,7 +27,9 @@ def export(run, name, version, base, tile):
 
     if "keras" not in sys.modules:  # a SavedModel needs TensorFlow, whatever backend trained the model
         os.environ["KERAS_BACKEND"] = "tensorflow"
+    from keras_ucaps.pretrained import model_path
     from keras_ucaps.serving.export import export_saved_model
 
+    run = model_path(run)
     target = export_saved_model(run, base, name, version, tile)
     click.echo(f"exported {target}; {base / 'models.config'} lists it")

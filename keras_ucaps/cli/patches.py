@@ -55,6 +55,7 @@ def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_
     from keras_ucaps.data.targets import sphere_targets
     from keras_ucaps.errors import InputError
     from keras_ucaps.io import FormatContext, read_particles, read_volume
+    from keras_ucaps.io.mrc import read_label_map
 
     if simulation is not None:
         found = sorted(p for p in simulation.glob("*.mrc")
@@ -101,9 +102,11 @@ def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_
         table_path = tables[i if len(tables) > 1 else 0]
         table = read_particles(table_path, context=FormatContext(voxel_size=vs, tomogram_size=volume.shape[::-1],
                                                                  classes=classes))
-        table = table.where(tomo=choose_tomogram(table, None, tomo_path, table_path))
+        # one table for several tomograms must name each of them
+        shared = len(tables) == 1 and len(tomograms) > 1
+        table = table.where(tomo=choose_tomogram(table, tomo_path.stem if shared else None, tomo_path, table_path))
         if label_maps:
-            labels = read_volume(label_maps[i]).data
+            labels = read_label_map(label_maps[i], classes)
             if labels.shape != volume.shape:
                 raise InputError(label_maps[i], f"label map {labels.shape} does not match the tomogram {volume.shape}")
         else:

@@ -114,7 +114,6 @@ def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out)
     import tempfile
 
     from keras_ucaps.inference.predict import load_model, predict_tomogram
-
     from keras_ucaps.pretrained import model_path
 
     model = model_path(model)
@@ -151,6 +150,9 @@ def apply_thresholds(table, path: Path):
     payload = read_json(path)
     if not isinstance(payload, dict) or not isinstance(payload.get("thresholds"), dict):
         raise InputError(path, "not a thresholds file (no 'thresholds' mapping)")
+    for name, value in payload["thresholds"].items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            raise InputError(path, f"threshold of class {name} is {value!r}, not a number")
     limits = np.array([payload["thresholds"].get(name, 0.0) for name in table.class_name], dtype=float)
     return table[~(table.score < limits)]
 

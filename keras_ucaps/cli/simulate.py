@@ -52,6 +52,10 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
     """
     from keras_ucaps.data.simulate import settings_for_preset, write_simulation
     from keras_ucaps.data.simulate import simulate as run
+    from keras_ucaps.errors import InputError
+
+    if not name.strip(".") or any(c in name for c in "/\\\0"):
+        raise InputError("--name", f"{name!r} is a file name stem: no '/', no '..' (files go into --out)")
 
     overrides = dict(
         shape=tuple(shape) if shape else SIZES[size], voxel_size=voxel_size, occupancy=occupancy,

@@ -270,7 +270,8 @@ def predict_tomogram(
     else:
         for z in range(volume.shape[0]):
             labels[z] = np.argmax(probabilities[:, z], axis=0)
-    files["labels"] = write_volume(out / f"{name}_labels.mrc", labels, vs, origin=volume.origin, start=volume.start, dtype="int8")
+    files["labels"] = write_volume(out / f"{name}_labels.mrc", labels, vs, origin=volume.origin, start=volume.start,
+                                   dtype="int8")
     files["classes"] = loaded.classes.save(out / "classes.json")
     scratch = Path(probabilities.filename).parent
     del probabilities

@@ -181,6 +181,22 @@ def _read_hdf5(path: Path, dataset: str) -> Volume:
     return Volume(data=np.asarray(data), voxel_size=voxel_size, origin=origin, path=path, start=start)
 
 
+def read_label_map(path: str | os.PathLike, classes) -> np.ndarray:
+    """A label map's labels (int8), refusing volumes that hold anything but 0 and the registry's labels."""
+    volume = read_volume(path)
+    data = np.asarray(volume.data)
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.array_equal(data, np.round(data)):
+            raise InputError(path, "holds fractional values: not a label map (a tomogram?)")
+    values = np.unique(data)
+    known = {0, *(c.label for c in classes.classes)}
+    unknown = [v for v in values.tolist() if v not in known]
+    if unknown:
+        raise InputError(path, f"holds labels {unknown[:5]} that the class registry does not know (labels: "
+                               f"{sorted(known)})")
+    return data.astype(np.int8)
+
+
 def read_ome_zarr(store, scale: int = 0, source: str | os.PathLike | None = None) -> Volume:
     """Read one scale of an OME-Zarr multiscale image (a folder path or a zarr store)."""
     try:

@@ -40,7 +40,7 @@ def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: st
     """Export ``run`` (a run folder or .keras file) to ``base/name/version``; returns that folder."""
     from keras_ucaps.inference.predict import load_model
 
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.match(name) or not name.strip("."):
         raise InputError("--name", f"model names take letters, digits, '_', '.', '-' only, got {name!r}")
     loaded = load_model(run)
     model = loaded.model
@@ -57,14 +57,18 @@ def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: st
     target = base / name / str(version)
     if target.exists():
         raise InputError(target, "this version exists already: choose another --version")
-    with atomic_directory(target) as tmp, tempfile.TemporaryDirectory() as scratch:
-        config_file = Path(scratch) / "config.json"  # the asset keeps this file name
-        config_file.write_text(json.dumps(config, indent=2) + "\n")
-        servable = Servable(model, str(config_file), tile)
-        tf.saved_model.save(servable, str(tmp), signatures={
-            "serving_default": servable.serve.get_concrete_function(),
-            "metadata": servable.metadata.get_concrete_function(),
-        })
+    try:
+        with atomic_directory(target) as tmp, tempfile.TemporaryDirectory() as scratch:
+            config_file = Path(scratch) / "config.json"  # the asset keeps this file name
+            config_file.write_text(json.dumps(config, indent=2) + "\n")
+            servable = Servable(model, str(config_file), tile)
+            tf.saved_model.save(servable, str(tmp), signatures={
+                "serving_default": servable.serve.get_concrete_function(),
+                "metadata": servable.metadata.get_concrete_function(),
+            })
+    except FileExistsError:
+        raise InputError(target, "another export wrote this version meanwhile: export again (it takes the next "
+                                 "version) or choose --version") from None
     write_models_config(base)
     return target
 

@@ -272,16 +272,13 @@ def _particle_block(path: Path):
         blocks = starfile.read(path, always_dict=True, parse_as_string=list(STRING_COLUMNS))
     except Exception as err:  # starfile raises many kinds on malformed text
         raise InputError(path, f"not a readable STAR file ({type(err).__name__}: {err})") from None
-    frames = [b for b in blocks.values() if isinstance(b, pd.DataFrame)]
     optics = blocks.get("optics") if isinstance(blocks.get("optics"), pd.DataFrame) else None
-    for name in ("particles", ""):
-        block = blocks.get(name)
-        if isinstance(block, pd.DataFrame):
-            return block, optics
-    for block in frames:
-        if any(c in block for c in (*ABSOLUTE, *CENTRED)):
-            return block, optics
-    raise InputError(path, "STAR file holds no particle table (no loop with coordinates)")
+    tables = [b for name, b in blocks.items() if isinstance(b, pd.DataFrame) and name != "optics"
+              and any(c in b for c in (*ABSOLUTE, *CENTRED))]
+    if not tables:
+        raise InputError(path, "STAR file holds no particle table (no loop with coordinates)")
+    # Several particle tables (one per tomogram, as some tools write them): all of them, in order.
+    return (tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)), optics
 
 
 def _tomo_names(frame, path: Path) -> list[str]:
