@@ -1,9 +1,11 @@
 """Faults a careless admin or a full disk brings: one-line errors (exit 2), no half-written or replaced files."""
 
 import errno
+import json
 import os
 import stat
 
+import numpy as np
 import pytest
 from conftest import run_cli
 
@@ -171,3 +173,155 @@ def test_thresholds_that_are_not_numbers(tmp_path):
 def test_voxel_size_nan_is_refused(tmp_path, table_csv):
     result = run_cli("convert", table_csv, tmp_path / "o.json", "--voxel-size", "nan")
     assert result.returncode == 2 and not (tmp_path / "o.json").exists()
+
+
+def test_the_distributed_loop_unscales_what_a_loss_scale_optimizer_scaled():
+    import keras
+    import tensorflow as tf
+
+    from keras_ucaps.training.loop import fit_distributed
+
+    def model_with(optimizer):
+        inputs = keras.Input((4,))
+        outputs = keras.layers.Dense(2, activation="softmax", kernel_initializer="ones", name="probabilities")(inputs)
+        model = keras.Model(inputs, {"probabilities": outputs})
+        model.compile(optimizer=optimizer)
+        return model
+
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 2, size=(8,))
+    data = tf.data.Dataset.from_tensor_slices((x, {"probabilities": y})).batch(8).repeat()
+    losses = {"probabilities": keras.losses.SparseCategoricalCrossentropy()}
+    kernels = []
+    for optimizer in (keras.optimizers.SGD(0.5),
+                      keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.5), initial_scale=2.0**15)):
+        model = model_with(optimizer)
+        fit_distributed(model, tf.distribute.get_strategy(), data, data.take(1), losses=losses,
+                        loss_weights={"probabilities": 1.0}, epochs=1, initial_epoch=0, steps_per_epoch=1,
+                        validation_steps=1, callbacks=[], class_labels={"a": 1}, verbose=0)
+        kernels.append(model.get_layer("probabilities").kernel.numpy())
+    assert not np.allclose(kernels[0], 1.0)  # the plain optimizer moved the weights
+    np.testing.assert_allclose(kernels[1], kernels[0], rtol=1e-5)
+
+
+def _mrc(path, data, **header):
+    import mrcfile
+
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = 10.0
+        for key, value in header.items():
+            setattr(mrc.header, key, value)
+    return path
+
+
+def test_hostile_mrc_headers_are_refused_before_reading(tmp_path):
+    from keras_ucaps.io import read_volume
+
+    complex_map = _mrc(tmp_path / "fft.mrc", np.zeros((4, 4, 4), dtype=np.complex64))
+    with pytest.raises(InputError, match="complex"):
+        read_volume(complex_map)
+    huge = _mrc(tmp_path / "huge.mrc", np.zeros((4, 4, 4), dtype=np.float32))
+    with open(huge, "r+b") as f:  # NSYMBT, word 24: a 2 GB extended header in a tiny file
+        f.seek(92)
+        f.write(np.array([2**31 - 1], dtype="<i4").tobytes())
+    with pytest.raises(InputError, match="extended header"):
+        read_volume(huge)
+    negative = _mrc(tmp_path / "neg.mrc", np.zeros((4, 4, 4), dtype=np.float32))
+    with open(negative, "r+b") as f:
+        f.write(np.array([-4], dtype="<i4").tobytes())
+    with pytest.raises(InputError, match="not a volume"):
+        read_volume(negative)
+
+
+def test_show_refuses_a_complex_map(tmp_path):
+    _mrc(tmp_path / "fft.mrc", np.zeros((4, 4, 4), dtype=np.complex64))
+    result = run_cli("show", tmp_path / "fft.mrc", "--out", tmp_path / "s.png")
+    assert result.returncode == 2 and "complex" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1  # one line, no TensorFlow start-up notes before it
+
+
+def _tiny_run(tmp_path, classes=("a", "b")):
+    import keras
+
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.models import build_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    model = build_model("unet", len(classes) + 1)
+    model.save(run / "weights_best.keras")
+    registry = ClassRegistry.from_radii({c: 30.0 for c in classes})
+    (run / "config.json").write_text(json.dumps({"classes": registry.to_dict(), "voxel_size": 10.0,
+                                                 "patch_size": 32}))
+    return run, keras
+
+
+def test_a_run_whose_config_names_other_classes(tmp_path):
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.inference.predict import load_model
+
+    run, _ = _tiny_run(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["classes"] = ClassRegistry.from_radii({"a": 30.0, "b": 30.0, "c": 30.0}).to_dict()
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="predicts 2"):
+        load_model(run)
+    data = (run / "weights_best.keras").read_bytes()
+    (run / "weights_best.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        load_model(run)
+
+
+def test_predict_voxel_size_must_agree_with_the_header(tmp_path):
+    run, _ = _tiny_run(tmp_path)
+    _mrc(tmp_path / "tomo.mrc", np.zeros((32, 32, 32), dtype=np.float32))
+    result = run_cli("predict", run, tmp_path / "tomo.mrc", "--out", tmp_path / "maps", "--voxel-size", "12")
+    assert result.returncode == 2 and "differs from --voxel-size" in result.stderr
+    assert not (tmp_path / "maps").exists()
+
+
+def test_simulated_star_numbers_classes_as_classes_json(tmp_path):
+    import starfile
+
+    from keras_ucaps.classes import ClassRegistry
+
+    assert run_cli("simulate", "--size", "small", "--out", tmp_path, "--mode", "fast").returncode == 0
+    registry = ClassRegistry.load(tmp_path / "classes.json")
+    star = starfile.read(tmp_path / "tomo_particles.star", always_dict=True)["particles"]
+    for number, name in zip(star["rlnClassNumber"], star["ucapsClassName"], strict=True):
+        assert registry.label(name) == number
+
+
+def test_pick_needs_every_probability_map_and_the_maps_classes(tmp_path):
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.io import write_volume
+
+    maps = tmp_path / "maps"
+    labels = np.zeros((16, 16, 16), dtype=np.int8)
+    labels[4:8, 4:8, 4:8] = 1
+    write_volume(maps / "t_labels.mrc", labels, 10.0, dtype="int8")
+    write_volume(maps / "t_prob_a.mrc", labels.astype(np.float32), 10.0)
+    ClassRegistry.from_radii({"a": 20.0, "b": 20.0}).save(maps / "classes.json")
+    missing = run_cli("pick", maps / "t_labels.mrc", "--out", tmp_path / "p.csv")
+    assert missing.returncode == 2 and "t_prob_b.mrc" in missing.stderr
+    write_volume(maps / "t_prob_b.mrc", np.zeros((16, 16, 16), np.float32), 10.0)
+    ClassRegistry.from_radii({"b": 20.0, "a": 20.0}).save(tmp_path / "other.json")
+    other = run_cli("pick", maps / "t_labels.mrc", "--out", tmp_path / "p.csv", "--classes", tmp_path / "other.json")
+    assert other.returncode == 2 and "disagrees" in other.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_targets_with_labels_that_skip_numbers(tmp_path):
+    _mrc(tmp_path / "tomo.mrc", np.zeros((16, 16, 16), dtype=np.float32))
+    (tmp_path / "c.json").write_text(json.dumps({"classes": [{"name": "a", "label": 1, "radius": 20},
+                                                             {"name": "b", "label": 5, "radius": 20}]}))
+    write_particles(ParticleTable.from_columns([[8, 8, 8]], "b", "tomo"), tmp_path / "p.csv")
+    result = run_cli("targets", tmp_path / "p.csv", "--tomogram", tmp_path / "tomo.mrc", "--classes",
+                     tmp_path / "c.json", "--out", tmp_path / "l.mrc")
+    assert result.returncode == 0, result.stderr
+    from keras_ucaps.io import read_volume
+
+    written = read_volume(tmp_path / "l.mrc").data
+    assert set(np.unique(written).tolist()) == {0, 5}
+    assert f"'a': 0, 'b': {int((written == 5).sum())}" in result.stdout

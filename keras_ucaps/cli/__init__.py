@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import os
+
 import click
+
+# TensorFlow's C++ start-up notes (CPU features, absl) would precede our one-line errors: keep its warnings and
+# errors only. A user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_ucaps import __version__
 from keras_ucaps.cli.classes import classes_command

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from keras_ucaps.errors import InputError
+from keras_ucaps.io.mrc import resolve_voxel_size  # noqa: F401  (the commands import it from here)
 
 EXIT_BAD_INPUT = 2
 
@@ -39,16 +40,6 @@ voxel_size_option = click.option(
 )
 
 table_format_choice = click.Choice(["csv", "relion4", "relion5", "deepfinder", "copick"])
-
-
-def resolve_voxel_size(header: float | None, option: float | None, source: Path | str) -> float:
-    """The voxel size to use, from a header and/or --voxel-size; they must agree."""
-    if header is not None and option is not None and abs(header - option) > 1e-3 * max(header, option):
-        raise InputError(source, f"voxel size {header:g} Å in the header differs from --voxel-size {option:g} Å")
-    voxel_size = option if option is not None else header
-    if voxel_size is None:
-        raise InputError(source, "no voxel size in the header: give --voxel-size")
-    return float(voxel_size)
 
 
 def choose_tomogram(table, requested: str | None, volume_path: Path, table_path: Path) -> str:

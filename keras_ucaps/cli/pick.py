@@ -89,7 +89,13 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path):
     from keras_ucaps.errors import InputError
     from keras_ucaps.io import ParticleTable
 
-    classes = ClassRegistry.load(classes_path or Path(label_maps[0]).parent / "classes.json")
+    beside = Path(label_maps[0]).parent / "classes.json"
+    classes = ClassRegistry.load(classes_path or beside)
+    if classes_path is not None and beside.is_file() and Path(classes_path).resolve() != beside.resolve():
+        written = ClassRegistry.load(beside)
+        if written.to_dict() != classes.to_dict():
+            raise InputError(classes_path, f"disagrees with {beside}, which predict wrote with the maps "
+                                           f"({', '.join(f'{c.label}={c.name}' for c in written.classes)})")
     sizes = {}
     for entry in min_sizes:
         name, _, value = entry.partition("=")
@@ -177,8 +183,13 @@ def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float):
         raise InputError(label_map, f"holds labels {unknown} that the class registry does not know")
     name = table_name(label_map)
     probabilities = {}
+    paths = {c.name: Path(label_map).parent / f"{name}_prob_{c.name}.mrc" for c in classes.classes}
+    missing = [p for p in paths.values() if not p.is_file()]
+    if missing and len(missing) < len(paths):  # all or none: a class without its map would be scored otherwise
+        raise InputError(missing[0], "missing beside the other probability maps of "
+                                     f"{Path(label_map).name} (predict again)")
     for c in classes.classes:
-        path = Path(label_map).parent / f"{name}_prob_{c.name}.mrc"
+        path = paths[c.name]
         if path.is_file():
             prob = read_volume(path)
             if prob.shape != labels.shape:

@@ -44,5 +44,5 @@ def targets(table_path, tomogram, classes_path, out, tomo, table_format, radius_
     labels = sphere_targets(table, volume.shape, classes, voxel_size, radius_scale=radius_scale,
                             source=str(table_path))
     write_volume(out, labels, voxel_size, origin=volume.origin, start=volume.start, dtype="int8")
-    counts = {classes.name(i): int((labels == i).sum()) for i in range(1, classes.num_classes)}
+    counts = {c.name: int((labels == c.label).sum()) for c in classes.classes}
     click.echo(f"wrote {out}: {len(table)} particles, voxels per class {counts}")

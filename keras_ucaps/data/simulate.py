@@ -31,7 +31,7 @@ from keras_ucaps.data.targets import sphere_targets
 from keras_ucaps.data.templates import MASK_THRESHOLD, Template, load_template
 from keras_ucaps.data.tilt_series import Microscope, fast_tomogram, image_series, reconstruct, tilt_angles
 from keras_ucaps.errors import InputError
-from keras_ucaps.io import ParticleTable, write_particles, write_volume
+from keras_ucaps.io import FormatContext, ParticleTable, write_particles, write_volume
 
 PRESETS = {
     # The paper's three size classes: large (4D8Q, here yeast TRiC 4v94), medium (rubisco), tiny (3GL1).
@@ -301,7 +301,8 @@ def write_simulation(sim: Simulation, out: Path, name: str = "tomo") -> dict[str
         "labels": write_volume(out / f"{name}_labels.mrc", sim.sphere_labels, vs, dtype="int8"),
         "masks": write_volume(out / f"{name}_masks.mrc", sim.mask_labels, vs, dtype="int8"),
         "particles": write_particles(sim.particles, out / f"{name}_particles.csv"),
-        "star": write_particles(sim.particles, out / f"{name}_particles.star"),
+        "star": write_particles(sim.particles, out / f"{name}_particles.star", "relion4",
+                                FormatContext(voxel_size=vs, classes=sim.classes)),
         "distractors": write_particles(sim.distractors, out / f"{name}_distractors.csv"),
         "classes": sim.classes.save(out / "classes.json"),
     }

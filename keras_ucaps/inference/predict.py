@@ -29,7 +29,7 @@ import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.errors import InputError, KerasUcapsWarning
-from keras_ucaps.io.mrc import Volume, read_volume, write_volume
+from keras_ucaps.io.mrc import Volume, read_volume, resolve_voxel_size, write_volume
 from keras_ucaps.models.contract import TileContract
 
 VOXEL_SIZE_TOLERANCE = 0.01
@@ -73,19 +73,37 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         weights, config_path = path, path.parent / "config.json"
         if not weights.is_file():
             raise InputError(path, "no such file")
+    import zipfile
+
+    if not zipfile.is_zipfile(weights):
+        raise InputError(weights, "truncated or not a .keras file (a .keras file is a zip archive)")
     try:
         model = keras.saving.load_model(weights, compile=False)
     except Exception as err:  # keras raises many kinds for a file that is not a model
         raise InputError(weights, f"not a loadable Keras model ({type(err).__name__}: {err})") from None
     if not hasattr(model, "tile_contract"):
         raise InputError(weights, f"a {type(model).__name__}, not a keras-ucaps model (UCaps3D or UNet3D)")
+    outputs = int(model.get_config()["num_classes"])
     if config_path.is_file():
-        config = json.loads(config_path.read_text())
+        from keras_ucaps.io.jsonfile import read_json
+
+        config = read_json(config_path)
+        if not isinstance(config, dict) or "classes" not in config:
+            raise InputError(config_path, "not a run's config.json (no 'classes')")
         classes = ClassRegistry.from_dict(config["classes"], str(config_path))
-        patch_size = int(config.get("patch_size", 64))
-        return LoadedModel(model, classes, config.get("voxel_size"), patch_size, model.tile_contract(patch_size))
-    num = int(model.get_config()["num_classes"])
-    classes = ClassRegistry.from_radii({f"class_{i}": 1.0 for i in range(1, num)}, source=str(weights))
+        if classes.num_classes != outputs:
+            raise InputError(config_path, f"names {classes.num_classes - 1} classes, but the model in {weights.name} "
+                                          f"predicts {outputs - 1}: the config belongs to another model")
+        try:
+            patch_size = int(config.get("patch_size", 64))
+            voxel_size = config.get("voxel_size")
+            voxel_size = None if voxel_size is None else float(voxel_size)
+        except (TypeError, ValueError):
+            raise InputError(config_path, "patch_size and voxel_size must be numbers") from None
+        if voxel_size is not None and not (0 < voxel_size < float("inf")):
+            raise InputError(config_path, f"voxel_size {voxel_size} is not a size in Å")
+        return LoadedModel(model, classes, voxel_size, patch_size, model.tile_contract(patch_size))
+    classes = ClassRegistry.from_radii({f"class_{i}": 1.0 for i in range(1, outputs)}, source=str(weights))
     return LoadedModel(model, classes, None, 64, model.tile_contract(64))
 
 
@@ -224,9 +242,7 @@ def predict_tomogram(
         tomogram = Path(tomogram)
         volume = read_volume(tomogram)
     name = name or tomogram.stem
-    vs = voxel_size or volume.voxel_size
-    if vs is None:
-        raise InputError(tomogram, "no voxel size in the header: give --voxel-size")
+    vs = resolve_voxel_size(volume.voxel_size, voxel_size, tomogram)
     data = volume.data
     rescale = loaded.voxel_size is not None and abs(vs / loaded.voxel_size - 1) > VOXEL_SIZE_TOLERANCE
     if rescale:

@@ -116,9 +116,31 @@ def read_volume(
     return volume
 
 
+def _check_mrc_header(path: Path) -> None:
+    """Sizes in the 1024-byte header that the file cannot hold: refused before mrcfile allocates for them."""
+    size = path.stat().st_size
+    if size < 1024:
+        raise InputError(path, f"not a readable MRC file ({size} bytes, shorter than its 1024-byte header)")
+    with open(path, "rb") as f:
+        raw = f.read(1024)
+    for order in ("<", ">"):
+        words = np.frombuffer(raw, dtype=f"{order}i4")
+        nx, ny, nz, mode = (int(v) for v in words[:4])
+        if 0 <= mode <= 16:
+            break
+    else:
+        return  # mrcfile will say what is wrong
+    if min(nx, ny, nz) < 1:
+        raise InputError(path, f"header size {nx}×{ny}×{nz} (x×y×z) is not a volume")
+    extended = int(words[23])
+    if extended < 0 or 1024 + extended > size:
+        raise InputError(path, f"header announces a {extended}-byte extended header in a {size}-byte file")
+
+
 def _read_mrc(path: Path, mmap: bool) -> Volume:
     import mrcfile
 
+    _check_mrc_header(path)
     opener = mrcfile.mmap if mmap else mrcfile.open
     try:
         with warnings.catch_warnings():
@@ -130,6 +152,9 @@ def _read_mrc(path: Path, mmap: bool) -> Volume:
         data = mrc.data
         if data is None:
             raise InputError(path, "MRC file holds no data")
+        if np.iscomplexobj(data):
+            raise InputError(path, f"holds complex voxels (MRC mode {int(mrc.header.mode)}, a Fourier transform?), "
+                                   "not a real-valued volume")
         voxel_size = float(mrc.voxel_size.x)
         if not np.isfinite(voxel_size) or voxel_size < 0:
             raise InputError(path, f"header voxel size {voxel_size} Å is not a size")
@@ -179,6 +204,16 @@ def _read_hdf5(path: Path, dataset: str) -> Volume:
     except OSError as err:
         raise InputError(path, f"not a readable HDF5 file ({_first_line(err)})") from None
     return Volume(data=np.asarray(data), voxel_size=voxel_size, origin=origin, path=path, start=start)
+
+
+def resolve_voxel_size(header: float | None, option: float | None, source: os.PathLike | str) -> float:
+    """The voxel size to use, from a header and/or --voxel-size; they must agree."""
+    if header is not None and option is not None and abs(header - option) > 1e-3 * max(header, option):
+        raise InputError(source, f"voxel size {header:g} Å in the header differs from --voxel-size {option:g} Å")
+    voxel_size = option if option is not None else header
+    if voxel_size is None:
+        raise InputError(source, "no voxel size in the header: give --voxel-size")
+    return float(voxel_size)
 
 
 def read_label_map(path: str | os.PathLike, classes) -> np.ndarray:

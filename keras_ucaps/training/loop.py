@@ -35,6 +35,9 @@ def fit_distributed(model, strategy, train_ds, val_ds, *, losses: dict, loss_wei
                 y_pred = model(x, training=True)
                 loss = total_loss(y, y_pred)
                 scaled = loss / replicas  # gradients are summed across replicas
+                # Under mixed_float16 the optimizer is a LossScaleOptimizer: scale here, it unscales when applying
+                # (for other optimizers scale_loss returns the loss as it is).
+                scaled = model.optimizer.scale_loss(scaled)
             grads = tape.gradient(scaled, model.trainable_variables)
             model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return loss
