@@ -174,3 +174,81 @@ def test_auto_precision_is_float32_on_a_cpu():
     assert not tf.config.list_physical_devices("GPU")
     assert precision_policy("auto") == "float32"
     assert precision_policy("bf16") == "mixed_bfloat16" and precision_policy("fp16") == "mixed_float16"
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory, store):
+    run = tmp_path_factory.mktemp("base") / "run"
+    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "1", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    target = tmp_path / "run"
+    shutil.copytree(run, target)
+    (target / ".lock").unlink(missing_ok=True)
+    return target
+
+
+def test_a_second_fit_into_a_busy_run_folder_is_refused(tmp_path, store):
+    from keras_ucaps.training.fit import lock_run_folder
+
+    handle = lock_run_folder(tmp_path / "run")
+    try:
+        result = run_cli("fit", "--data", store, "--out", tmp_path / "run", "--epochs", "1", *FAST)
+    finally:
+        handle.close()
+    assert result.returncode == 2 and "another fit is running" in result.stderr
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--batch-size", "4"), ("--lr", "0.01"), ("--model", "ucaps")])
+def test_resume_refuses_settings_that_differ_from_the_run(tmp_path, store, one_epoch_run, option, value):
+    run = _copy(one_epoch_run, tmp_path)
+    args = dict(zip(FAST[::2], FAST[1::2], strict=True))
+    args[option] = value
+    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", "--resume",
+                     *[x for pair in args.items() for x in pair])
+    assert result.returncode == 2 and option in result.stderr and "only --epochs" in result.stderr
+
+
+def test_resume_takes_a_complete_checkpoint_left_in_the_swap(tmp_path, store, one_epoch_run):
+    run = _copy(one_epoch_run, tmp_path)
+    (run / "checkpoint").rename(run / "checkpoint.new")  # killed between the two renames
+    (run / "checkpoint.old").mkdir()  # and a damaged older one beside it
+    (run / "checkpoint.old" / "state.json").write_text('{"epoch": 0')
+    (run / ".weights_last.keras.x1y2.part.keras").write_bytes(b"half")  # a model save cut short
+    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", "--resume", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = [int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [0, 1]
+    assert int(np.load(run / "checkpoint" / "optimizer.npz")["arr_0"]) == 2 * 2
+    assert not list(run.glob(".*.part.keras"))
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, store, one_epoch_run):
+    import shutil
+
+    run = _copy(one_epoch_run, tmp_path)
+    shutil.copytree(run / "checkpoint", run / "checkpoint.old")
+    data = (run / "checkpoint" / "optimizer.npz").read_bytes()
+    (run / "checkpoint" / "optimizer.npz").write_bytes(data[: len(data) // 3])
+    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", "--resume", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["epoch"] == 2
+
+
+def test_a_run_killed_in_its_first_epoch_starts_again(tmp_path, store, one_epoch_run):
+    import shutil
+
+    run = _copy(one_epoch_run, tmp_path)
+    for name in ("checkpoint", "weights_best.keras", "weights_last.keras"):
+        path = run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "1", "--resume", *FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    epochs = [int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [0]

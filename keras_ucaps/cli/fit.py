@@ -62,15 +62,22 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
                            learning_rate=learning_rate, patience=patience, mixed_precision=mixed_precision,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, seed=seed,
                            model_options=options, reconstruction=reconstruction)
+    context = click.get_current_context()
+    names = {"architecture": "model", "learning_rate": "learning_rate"}
+    given = frozenset(names.get(p, p) for p in context.params
+                      if context.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
+                      and names.get(p, p) in FitSettings.__dataclass_fields__)
+    if options and resume:
+        given = given | {"model_options"}
     if folds is None:
-        best = run_fit(settings, resume=resume)
+        best = run_fit(settings, resume=resume, given=given)
         click.echo(f"best epoch {best.get('epoch')}: " + _format(best))
         return
     results = []
     for k in range(folds):
         fold_settings = FitSettings(**{**settings.__dict__, "out": str(out / f"fold_{k}"), "folds": folds, "fold": k})
         resume_fold = resume and (out / f"fold_{k}" / "config.json").exists()
-        results.append(run_fit(fold_settings, resume=resume_fold))
+        results.append(run_fit(fold_settings, resume=resume_fold, given=given))
         click.echo(f"fold {k}: best epoch {results[-1].get('epoch')}: " + _format(results[-1]))
     keys = sorted({k for r in results for k in r if k.startswith("val_")})
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}

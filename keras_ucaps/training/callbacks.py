@@ -107,13 +107,31 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.model.save(tmp)
 
     @staticmethod
-    def checkpoint_dir(out: Path) -> Path | None:
-        """The last complete checkpoint folder (``checkpoint.old`` if a swap was interrupted)."""
-        for name in ("checkpoint", "checkpoint.old"):
-            folder = Path(out) / name
-            if (folder / "state.json").is_file():
-                return folder
-        return None
+    def is_complete(folder: Path) -> bool:
+        """Whether a checkpoint folder holds a readable state, weights file and optimizer archive."""
+        import zipfile
+
+        import h5py
+
+        try:
+            state = json.loads((folder / "state.json").read_text())
+            int(state["epoch"])
+            with h5py.File(folder / "model.weights.h5", "r"):
+                pass
+            with zipfile.ZipFile(folder / "optimizer.npz") as archive:
+                return archive.testzip() is None
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            return False
+
+    @classmethod
+    def checkpoint_dir(cls, out: Path) -> Path | None:
+        """The newest complete checkpoint: ``checkpoint``, or ``checkpoint.new`` / ``checkpoint.old`` when a kill
+        interrupted the swap or left the current one damaged."""
+        complete = [Path(out) / name for name in ("checkpoint", "checkpoint.new", "checkpoint.old")
+                    if cls.is_complete(Path(out) / name)]
+        if not complete:
+            return None
+        return max(complete, key=lambda f: json.loads((f / "state.json").read_text())["epoch"])
 
     @classmethod
     def load_state(cls, out: Path) -> dict | None:

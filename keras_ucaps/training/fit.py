@@ -20,12 +20,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from keras_ucaps.errors import InputError
 from keras_ucaps.io.atomic import atomic_path
+from keras_ucaps.io.jsonfile import read_json
 
 CONFIG_VERSION = 1
 PRECISIONS = ("auto", "bf16", "fp16", "off")
@@ -170,6 +172,67 @@ def write_json(path: Path, payload: dict) -> None:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+RESUMABLE = ("epochs",)  # what a resumed run may change
+OPTION_NAMES = {"learning_rate": "lr", "model_options": "levels/--encoder-kernel-size/--dilation/--normalization"}
+
+
+def resumed_settings(saved: dict, asked: FitSettings, given: frozenset[str], source: Path) -> FitSettings:
+    """The run's own settings with the new ``epochs``; an option the user gave that disagrees is an error."""
+    run = FitSettings.from_dict({**saved, "epochs": asked.epochs}, str(source))
+    for name in sorted(given - set(RESUMABLE) - {"out"}):
+        mine, theirs = getattr(run, name), getattr(asked, name)
+        if name == "data":
+            if not Path(mine).exists() and Path(theirs).exists():
+                run = dataclasses.replace(run, data=os.path.abspath(theirs))  # the store moved: take the new path
+                continue
+            same = Path(theirs).exists() and Path(mine).exists() and os.path.samefile(mine, theirs)
+        else:
+            same = mine == theirs
+        if not same:
+            option = OPTION_NAMES.get(name, name.replace("_", "-"))
+            raise InputError(f"--{option}", f"{theirs!r} differs from the run's {mine!r}: a resumed run keeps its "
+                                            "settings (only --epochs may change); start a new --out to change it")
+    if not Path(run.data).exists():
+        raise InputError(source, f"the run's patch store {run.data} is gone: give its new path with --data")
+    return run
+
+
+_LOCKS: list = []  # run-folder locks this process holds, released when it ends
+
+
+def lock_run_folder(out: Path):
+    """An exclusive lock on ``out/.lock`` for this process's lifetime; a second fit into the folder is refused."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".lock", "a+")  # noqa: SIM115 - held open on purpose, released when the process ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise InputError(out, f"another fit is running in this run folder ({holder}): wait for it or use another "
+                              "--out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    _LOCKS.append(handle)
+    return handle
+
+
+def clean_leftovers(out: Path) -> None:
+    """Scratch a killed fit left behind: half-written models and an incomplete checkpoint.new."""
+    from keras_ucaps.training.callbacks import RunCheckpoint
+
+    for scratch in out.glob(".*.part.keras"):
+        scratch.unlink(missing_ok=True)
+    new = out / "checkpoint.new"
+    if new.exists() and not RunCheckpoint.is_complete(new):
+        shutil.rmtree(new, ignore_errors=True)
+
+
 def is_chief() -> bool:
     """Whether this process writes the run's files (always, unless it is a
     non-chief worker of a multi-worker cluster)."""
@@ -193,10 +256,12 @@ def trim_history(path: Path, epochs_done: int) -> None:
         tmp.write_text("".join(kept))
 
 
-def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "auto", strategy=None) -> dict:
+def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "auto", strategy=None,
+        given: frozenset[str] = frozenset()) -> dict:
     """Train (or resume) a run; returns the best epoch's validation metrics.
 
-    ``strategy``: a tf.distribute strategy; default :func:`distribution_strategy`.
+    ``strategy``: a tf.distribute strategy; default :func:`distribution_strategy`. ``given``: the settings the
+    user named explicitly; on resume each must equal the run's own (only ``epochs`` may change).
     """
     import keras
 
@@ -213,14 +278,20 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         settings = dataclasses.replace(settings, out=str(out / f".worker_{worker['type']}_{worker['index']}"))
         out = Path(settings.out)
     state = None
+    if chief:
+        lock_run_folder(out)  # held until this process ends
+        clean_leftovers(out)
     if resume:
         state = RunCheckpoint.load_state(out)
-        if state is None:
-            raise InputError(out, "nothing to resume: no completed epoch in this run folder")
-        saved = json.loads((out / "config.json").read_text())["fit"]
-        settings = FitSettings.from_dict({**saved, "epochs": settings.epochs}, str(out / "config.json"))
+        if not (out / "config.json").is_file():
+            raise InputError(out, "nothing to resume: no run in this folder (start it without --resume)")
+        saved = read_json(out / "config.json")
+        if not isinstance(saved, dict) or not isinstance(saved.get("fit"), dict):
+            raise InputError(out / "config.json", "not a run's config.json (no 'fit' settings)")
+        settings = resumed_settings(saved["fit"], settings, given, out / "config.json")
     elif (out / "config.json").exists():
         raise InputError(out, "run folder already holds a run: use --resume to continue it, or another --out")
+    settings = dataclasses.replace(settings, data=os.path.abspath(settings.data))
 
     keras.utils.set_random_seed(settings.seed)
     keras.mixed_precision.set_global_policy(precision_policy(settings.mixed_precision))
@@ -249,7 +320,9 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         )
     config = run_config(settings, info, weights, model)
     out.mkdir(parents=True, exist_ok=True)
-    if state is None:
+    if state is None:  # a new run, or one killed before it completed an epoch: (re)start it
+        shutil.rmtree(out / "logs", ignore_errors=True)
+        (out / "history.csv").unlink(missing_ok=True)
         write_json(out / "config.json", config)
     else:
         RunCheckpoint.restore(out, model)
