@@ -109,7 +109,7 @@ def test_convert_bad_input(tmp_path, table):
     result = run_cli("convert", picks, tmp_path / "picks.json")
     assert result.returncode == 2 and "give the voxel size" in result.stderr
     result = run_cli("convert", picks, tmp_path / "out.star", "--to", "relion5", "--voxel-size", "10")
-    assert result.returncode == 2 and "give its size" in result.stderr
+    assert result.returncode == 2 and "relative to the tomogram's size" in result.stderr
     assert not (tmp_path / "out.star").exists()
     tomo = write_volume(tmp_path / "t.mrc", np.zeros((2, 2, 2)), 12.0)
     result = run_cli("convert", picks, tmp_path / "out.star", "--tomogram", tomo, "--voxel-size", "10")
