@@ -325,3 +325,92 @@ def test_targets_with_labels_that_skip_numbers(tmp_path):
     written = read_volume(tmp_path / "l.mrc").data
     assert set(np.unique(written).tolist()) == {0, 5}
     assert f"'a': 0, 'b': {int((written == 5).sum())}" in result.stdout
+
+
+def test_convert_tomogram_size_must_agree_with_the_tomogram(tmp_path, table_csv):
+    _mrc(tmp_path / "t.mrc", np.zeros((8, 10, 12), dtype=np.float32))
+    result = run_cli("convert", table_csv, tmp_path / "o.star", "--to", "relion5", "--tomogram", tmp_path / "t.mrc",
+                     "--tomogram-size", "12", "10", "9")
+    assert result.returncode == 2 and "--tomogram-size" in result.stderr and not (tmp_path / "o.star").exists()
+
+
+def test_evaluate_says_when_nothing_can_match(tmp_path):
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.io import write_volume
+
+    ClassRegistry.from_radii({"a": 30.0}).save(tmp_path / "classes.json")
+    write_particles(ParticleTable.from_columns([[5.0, 5.0, 5.0]], "a", "tomo_01"), tmp_path / "truth.csv")
+    write_particles(ParticleTable.from_columns([[5.0, 5.0, 5.0]], "a", "TS_01"), tmp_path / "picks.csv")
+    args = ["evaluate", tmp_path / "truth.csv", tmp_path / "picks.csv", "--voxel-size", "10"]
+    lenient = run_cli(*args)
+    assert lenient.returncode == 0 and "Warning" in lenient.stderr and "no pick can match" in lenient.stderr
+    strict = run_cli(*args, "--strict")
+    assert strict.returncode == 2 and "no pick can match" in strict.stderr
+    empty = np.zeros((16, 16, 16), dtype=np.int8)  # another tomogram's (empty) label map
+    write_volume(tmp_path / "labels.mrc", empty, 10.0, dtype="int8")
+    write_particles(ParticleTable.from_columns([[5.0, 5.0, 5.0]], "a", "tomo_01"), tmp_path / "picks.csv")
+    wrong_map = run_cli(*args, "--truth-labels", tmp_path / "labels.mrc", "--strict")
+    assert wrong_map.returncode == 2 and "own class's label" in wrong_map.stderr
+    _mrc(tmp_path / "tomo_01.mrc", np.zeros((20, 16, 16), dtype=np.float32))
+    shape = run_cli(*args, "--truth-labels", tmp_path / "labels.mrc", "--tomogram", tmp_path / "tomo_01.mrc")
+    assert shape.returncode == 2 and "does not match the tomogram" in shape.stderr
+    other = run_cli(*args[:-2], "--voxel-size", "12", "--tomogram", tmp_path / "tomo_01.mrc")
+    assert other.returncode == 2 and "differs from --voxel-size" in other.stderr
+
+
+def test_predict_removes_what_killed_predictions_left(tmp_path):
+    run, _ = _tiny_run(tmp_path)
+    _mrc(tmp_path / "tomo.mrc", np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32))
+    out = tmp_path / "maps"
+    (out / ".keras-ucaps-999999-abcd").mkdir(parents=True)  # a killed prediction's scratch (pid 999999 is gone)
+    (out / ".keras-ucaps-999999-abcd" / "sums.npy").write_bytes(b"x" * 1000)
+    (out / ".tomo_labels.mrc.999999.k2j3.part.mrc").write_bytes(b"half")
+    alive = out / f".keras-ucaps-{os.getpid()}-live"  # a running one's (this process) is left alone
+    alive.mkdir()
+    result = run_cli("predict", run, tmp_path / "tomo.mrc", "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [alive.name]
+    assert (out / "tomo_labels.mrc").is_file()
+
+
+def test_a_failed_prediction_keeps_the_old_maps_and_leaves_no_scratch(tmp_path, monkeypatch):
+    from keras_ucaps.inference import predict as module
+
+    run, _ = _tiny_run(tmp_path)
+    _mrc(tmp_path / "tomo.mrc", np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32))
+    out = tmp_path / "maps"
+    loaded = module.load_model(run)
+    module.predict_tomogram(loaded, tmp_path / "tomo.mrc", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, scratch=None, **kwargs):
+        (Path(scratch) / "sums.npy").write_bytes(b"x")
+        raise OSError(errno.EIO, "input/output error")
+
+    from pathlib import Path
+
+    monkeypatch.setattr(module, "predict_volume", broken)
+    with pytest.raises(OSError):
+        module.predict_tomogram(loaded, tmp_path / "tomo.mrc", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_terminated_prediction_cleans_up(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run, _ = _tiny_run(tmp_path)
+    _mrc(tmp_path / "tomo.mrc", np.random.default_rng(0).normal(size=(96, 160, 160)).astype(np.float32))
+    out = tmp_path / "maps"
+    process = subprocess.Popen([sys.executable, "-m", "keras_ucaps", "predict", str(run), str(tmp_path / "tomo.mrc"),
+                                "--out", str(out), "--tile", "64"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out.is_dir() and any(out.glob(".keras-ucaps-*/*"))):
+        time.sleep(0.05)
+    assert process.poll() is None, "prediction ended before it could be terminated"
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, process.stderr.read()[-3000:]
+    assert list(out.iterdir()) == []  # no scratch, no half of the maps

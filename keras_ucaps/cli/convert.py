@@ -55,6 +55,9 @@ def convert(source, destination, from_format, to_format, voxel_size, tomogram, t
         volume = read_volume(tomogram, mmap=True, check_finite=False)
         if voxel_size is not None or volume.voxel_size is not None:
             voxel_size = resolve_voxel_size(volume.voxel_size, voxel_size, tomogram)
+        if tomogram_size and any(abs(a - b) > 1e-6 for a, b in zip(tomogram_size, volume.shape[::-1], strict=True)):
+            raise InputError("--tomogram-size", f"{' '.join(f'{v:g}' for v in tomogram_size)} differs from "
+                                                f"{tomogram}'s {' '.join(str(v) for v in volume.shape[::-1])} (x y z)")
         tomogram_size = tomogram_size or tuple(volume.shape[::-1])
     context = FormatContext(
         voxel_size=voxel_size,

@@ -32,9 +32,12 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Run folder of the model that picked: the best score threshold per class goes to its "
                    "thresholds.json.")
+@click.option("--strict", is_flag=True,
+              help="Fail (exit 2) instead of warning when the tables cannot be compared: tomograms named "
+                   "differently, a truth label map that does not fit the truth table.")
 @reports_input_errors
 def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_path, truth_labels, predictions_dir,
-             tomogram, report_path, model_dir):
+             tomogram, report_path, model_dir, strict):
     """Match PREDICTED particles to TRUTH one-to-one per tomogram and class; print precision, recall, F1.
 
     Also prints the class confusion matrix (localise first, then compare labels)
@@ -53,6 +56,17 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
                 break
         else:
             raise InputError("--classes", "give the class registry (no classes.json beside the tables)")
+    from keras_ucaps.io import read_volume
+    from keras_ucaps.io.mrc import resolve_voxel_size
+
+    def doubt(source, problem):
+        if strict:
+            raise InputError(source, problem)
+        click.echo(f"Warning: {source}: {problem}", err=True)
+
+    volume = read_volume(tomogram, mmap=True, check_finite=False) if tomogram is not None else None
+    if volume is not None:
+        voxel_size = resolve_voxel_size(volume.voxel_size, voxel_size, tomogram)
     if voxel_size is None:
         raise InputError("--voxel-size", "give the voxel size (Å) the coordinates are in")
     classes = ClassRegistry.load(classes_path)
@@ -61,6 +75,13 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
     predicted_table = read_particles(predicted, context=context)
     classes.check_names(truth_table.class_name, str(truth))
     classes.check_names(predicted_table.class_name, str(predicted))
+    common = set(truth_table.tomograms) & set(predicted_table.tomograms)
+    if len(predicted_table) and not common:
+        doubt(predicted, f"names tomograms {sorted(predicted_table.tomograms)[:3]}, the truth "
+                         f"{sorted(truth_table.tomograms)[:3]}: no pick can match")
+    elif set(predicted_table.tomograms) - set(truth_table.tomograms):
+        doubt(predicted, f"picks in tomograms the truth does not hold: "
+                         f"{sorted(set(predicted_table.tomograms) - set(truth_table.tomograms))[:3]}")
     scores = evaluate_tables(truth_table, predicted_table, classes, voxel_size, tolerance, beta)
     fb = f"f{beta:g}"
     header = f"{'class':>12} {'TP':>6} {'FP':>6} {'FN':>6} {'precision':>9} {'recall':>7} {'F1':>6}"
@@ -88,9 +109,13 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
         if any(r["best_f1"] is not None for r in sweep.values()) else "\nno scores to sweep")
     labels_true = labels_predicted = None
     if truth_labels is not None:
-        from keras_ucaps.io import read_volume
-
-        labels_true = read_volume(truth_labels).data
+        true_map = read_volume(truth_labels)
+        resolve_voxel_size(true_map.voxel_size, voxel_size, truth_labels)
+        labels_true = true_map.data
+        if volume is not None and labels_true.shape != volume.shape:
+            raise InputError(truth_labels, f"label map {labels_true.shape} does not match the tomogram "
+                                           f"{volume.shape}")
+        _check_truth_map(labels_true, truth_table, classes, truth_labels, doubt)
         scores["shrec"] = shrec_counts(labels_true, predicted_table, classes)
         click.echo("SHREC-style (pick inside the particle's mask): " + ", ".join(
             f"{n} F1 {v['f1']:.3f}" for n, v in scores["shrec"].items()))
@@ -116,6 +141,27 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
     if json_path:
         with atomic_path(json_path) as tmp:
             tmp.write_text(json.dumps(scores, indent=2) + "\n")
+
+
+def _check_truth_map(labels, truth_table, classes, path, doubt) -> None:
+    """The truth particles must lie in the map, and mostly on their own class's label."""
+    import numpy as np
+
+    from keras_ucaps.errors import InputError
+
+    if not len(truth_table):
+        return
+    voxel = np.round(truth_table.coords[:, ::-1]).astype(int)  # (z, y, x)
+    inside = ((voxel >= 0) & (voxel < np.array(labels.shape))).all(axis=1)
+    if not inside.all():
+        raise InputError(path, f"{int((~inside).sum())} truth particle(s) lie outside this {labels.shape[::-1]} "
+                               "(x×y×z) label map: it belongs to another tomogram")
+    found = labels[tuple(voxel.T)]
+    expected = np.array([classes.label(n) for n in truth_table.class_name])
+    agree = float(np.mean(found == expected))
+    if agree < 0.5:
+        doubt(path, f"only {agree:.0%} of the truth particles sit on their own class's label in it: is it "
+                    "this tomogram's label map?")
 
 
 def _voxel_scores(scores, predictions_dir, truth_table, labels_true, classes, truth_labels):

@@ -116,6 +116,8 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path):
 def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out):
     """Predict each tomogram (NAME, path) — or copick run (NAME, None) — with ``model``, then pick with its
     thresholds."""
+    import contextlib
+    import os
     import shutil
     import tempfile
 
@@ -127,17 +129,20 @@ def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out)
     if maps_dir is None:
         parent = Path(out).parent if out is not None else Path(tempfile.gettempdir())
         parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".keras-ucaps-maps-", dir=parent))
+        scratch = Path(tempfile.mkdtemp(prefix=f".keras-ucaps-maps-{os.getpid()}-", dir=parent))
     else:
         scratch = Path(maps_dir)
-    try:
-        for name, path in sources:
-            predict_tomogram(loaded, path if path is not None else project.volume(name), scratch, name=name)
-        return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
-                          min_sizes, suppress, run_thresholds(model))
-    finally:
-        if maps_dir is None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    from keras_ucaps.io.atomic import registered_scratch
+
+    with registered_scratch(scratch) if maps_dir is None else contextlib.nullcontext():
+        try:
+            for name, path in sources:
+                predict_tomogram(loaded, path if path is not None else project.volume(name), scratch, name=name)
+            return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
+                              min_sizes, suppress, run_thresholds(model))
+        finally:
+            if maps_dir is None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run_thresholds(run: Path | None) -> Path | None:

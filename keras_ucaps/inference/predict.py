@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import shutil
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.errors import InputError, KerasUcapsWarning
+from keras_ucaps.io.atomic import check_output, registered_scratch, remove_stale_scratch
 from keras_ucaps.io.mrc import Volume, read_volume, resolve_voxel_size, write_volume
 from keras_ucaps.models.contract import TileContract
 
@@ -148,7 +150,7 @@ def predict_volume(
     forward = compiled_forward(model)
     if scratch is not None:
         Path(scratch).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".keras-ucaps-", dir=scratch))
+    scratch = Path(tempfile.mkdtemp(prefix=f".keras-ucaps-{os.getpid()}-", dir=scratch))
     sums = np.lib.format.open_memmap(scratch / "sums.npy", mode="w+", dtype=np.float32, shape=(num_classes, *shape))
     weights = np.lib.format.open_memmap(scratch / "weights.npy", mode="w+", dtype=np.float32, shape=shape)
     bar = None
@@ -266,34 +268,48 @@ def predict_tomogram(
         raise InputError(tomogram, f"volume {data.shape} is smaller than one {multiple}-voxel tile")
     if margin is None:
         margin = min(contract.radius, tile // 8)
-    mean, std = tomogram_statistics(data)
-    normalised = _Normalised(data, mean, std)
-    num_classes = loaded.classes.num_classes
-    probabilities = predict_volume(loaded.model, normalised, num_classes, tile=tile, margin=margin,
-                                   batch_size=batch_size, scratch=Path(out), progress=progress,
-                                   fixed_tiles=fixed, blend=not contract.whole_input)
     out = Path(out)
-    files = {}
-    # Every channel back onto the tomogram's grid once, for its map and for the label map.
-    channels = [_resize(probabilities[i], volume.shape) for i in range(num_classes)] if rescale else probabilities
-    for c in loaded.classes.classes:
-        files[c.name] = write_volume(out / f"{name}_prob_{c.name}.mrc", channels[c.label], vs,
-                                     origin=volume.origin, start=volume.start, dtype="float16")
-    labels = np.empty(volume.shape, dtype=np.int8)
-    if rescale:
-        labels[...] = np.argmax(np.stack(channels), 0)
-    else:
-        for z in range(volume.shape[0]):
-            labels[z] = np.argmax(probabilities[:, z], axis=0)
-    files["labels"] = write_volume(out / f"{name}_labels.mrc", labels, vs, origin=volume.origin, start=volume.start,
-                                   dtype="int8")
-    files["classes"] = loaded.classes.save(out / "classes.json")
-    scratch = Path(probabilities.filename).parent
-    del probabilities
-    for f in scratch.iterdir():
-        f.unlink()
-    scratch.rmdir()
-    return files
+    final = {c.name: out / f"{name}_prob_{c.name}.mrc" for c in loaded.classes.classes}
+    final["labels"], final["classes"] = out / f"{name}_labels.mrc", out / "classes.json"
+    for path in final.values():  # before any work: a path we could not write
+        check_output(path)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".keras-ucaps-{os.getpid()}-", dir=out))
+    with registered_scratch(staging):
+        try:
+            mean, std = tomogram_statistics(data)
+            normalised = _Normalised(data, mean, std)
+            num_classes = loaded.classes.num_classes
+            probabilities = predict_volume(loaded.model, normalised, num_classes, tile=tile, margin=margin,
+                                           batch_size=batch_size, scratch=staging, progress=progress,
+                                           fixed_tiles=fixed, blend=not contract.whole_input)
+            # Every channel back onto the tomogram's grid once, for its map and for the label map.
+            channels = ([_resize(probabilities[i], volume.shape) for i in range(num_classes)] if rescale
+                        else probabilities)
+            for c in loaded.classes.classes:
+                write_volume(staging / final[c.name].name, channels[c.label], vs, origin=volume.origin,
+                             start=volume.start, dtype="float16")
+            labels = np.empty(volume.shape, dtype=np.int8)
+            if rescale:
+                labels[...] = np.argmax(np.stack(channels), 0)
+            else:
+                for z in range(volume.shape[0]):
+                    labels[z] = np.argmax(probabilities[:, z], axis=0)
+            write_volume(staging / final["labels"].name, labels, vs, origin=volume.origin, start=volume.start,
+                         dtype="int8")
+            loaded.classes.save(staging / final["classes"].name)
+            del probabilities, channels
+            # Swap in: the old label map goes first and the new one comes last, so an interrupted swap leaves no
+            # label map to pick from, never one beside another model's probability maps.
+            final["labels"].unlink(missing_ok=True)
+            for key, path in final.items():
+                if key != "labels":
+                    os.replace(staging / path.name, path)
+            os.replace(staging / final["labels"].name, final["labels"])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
 
 
 class _Normalised:

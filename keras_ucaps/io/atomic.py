@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -45,6 +46,40 @@ def check_output(path: str | os.PathLike, *, folder: bool = False) -> Path:
     return path
 
 
+_LIVE_SCRATCH: set[Path] = set()  # temporary files and folders this process is writing
+
+
+@contextlib.contextmanager
+def registered_scratch(path: Path) -> Iterator[Path]:
+    """Mark ``path`` as scratch of this process while the block runs: a SIGTERM removes it (see
+    :func:`remove_scratch_on_termination`)."""
+    _LIVE_SCRATCH.add(Path(path))
+    try:
+        yield Path(path)
+    finally:
+        _LIVE_SCRATCH.discard(Path(path))
+
+
+def remove_scratch_on_termination() -> None:
+    """On SIGTERM (what schedulers and ``kill`` send), remove this process's scratch and exit 143.
+
+    The handler does the cleaning itself rather than raising an exception: Python may run a signal handler
+    inside a callback (a garbage-collection hook, say) that swallows exceptions.
+    """
+    import signal
+
+    def terminate(signum, frame):
+        for path in list(_LIVE_SCRATCH):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -66,11 +101,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = check_output(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".part{path.suffix}",
+                                   dir=path.parent)
         os.close(fd)
     except OSError as err:
         raise _cannot_write(path, err) from None
     tmp = Path(tmp)
+    _LIVE_SCRATCH.add(tmp)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
@@ -82,6 +119,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        _LIVE_SCRATCH.discard(tmp)
 
 
 @contextlib.contextmanager
@@ -97,9 +136,10 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     check_output(path, folder=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent))
     except OSError as err:
         raise _cannot_write(path, err) from None
+    _LIVE_SCRATCH.add(tmp)
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
@@ -112,3 +152,40 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _LIVE_SCRATCH.discard(tmp)
+
+
+# Scratch names carry their writer's process id: ``.NAME.PID.XXXX.part[.SUFFIX]`` (atomic writes) and
+# ``.keras-ucaps-PID-XXXX`` (prediction scratch). What a killed process left can then be told from what a
+# running one is writing.
+_SCRATCH = (re.compile(r"^\..+\.(\d+)\.[^.]+\.part(\.[^.]+)?$"), re.compile(r"^\.keras-ucaps-(?:maps-)?(\d+)-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_scratch(folder: str | os.PathLike) -> list[Path]:
+    """Remove the scratch files and folders that killed keras-ucaps processes left in ``folder``."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        for pattern in _SCRATCH:
+            match = pattern.match(entry.name)
+            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry)
+                break
+    return removed

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_ucaps.errors import InputError, KerasUcapsWarning
-from keras_ucaps.io.atomic import atomic_path
+from keras_ucaps.io.atomic import _LIVE_SCRATCH, atomic_path
 from keras_ucaps.io.formats.common import FormatContext, matrix_to_zyz
 from keras_ucaps.io.particles import ParticleTable
 
@@ -109,7 +109,8 @@ def _write_folder(path: Path, files: dict[Path, dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not path.is_dir():
         raise InputError(path, "exists and is not a folder")
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent))
+    _LIVE_SCRATCH.add(staging)
     try:
         for rel, payload in files.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +125,7 @@ def _write_folder(path: Path, files: dict[Path, dict]) -> None:
         for stale in ours - {path / rel for rel in files}:
             stale.unlink(missing_ok=True)
     finally:
+        _LIVE_SCRATCH.discard(staging)
         shutil.rmtree(staging, ignore_errors=True)
 
 
