@@ -32,3 +32,21 @@ def test_mean_is_kept_and_bad_shapes_are_refused():
     assert fourier_resample(volume, (11, 7, 13)).mean() == pytest.approx(volume.mean(), rel=1e-5)
     with pytest.raises(ValueError, match="cannot resample"):
         fourier_resample(volume, (8, 9))
+
+
+def test_maps_come_back_onto_the_grid_fourier_resampling_used():
+    from scipy import ndimage
+
+    from keras_ucaps.inference.predict import _resize
+    from keras_ucaps.inference.resample import fourier_resample
+
+    n, m = 40, 52  # a 13 Å tomogram predicted at 10 Å
+    x = np.arange(n)
+    wave = np.sin(2 * np.pi * 2 * x / n).astype(np.float32)  # band-limited: the resampled grid holds it exactly
+    volume = np.broadcast_to(wave, (n, n, n)).copy()
+    there = fourier_resample(volume, (m, m, m))
+    back = _resize(there, (n, n, n))
+    error = np.abs(back - volume).max()
+    assert error < 0.02
+    zoomed = ndimage.zoom(there, n / m, order=1)  # the grid it used to come back on drifts at the far end
+    assert np.abs(zoomed - volume).max() > 3 * error

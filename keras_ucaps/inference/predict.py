@@ -284,22 +284,30 @@ def predict_tomogram(
             probabilities = predict_volume(loaded.model, normalised, num_classes, tile=tile, margin=margin,
                                            batch_size=batch_size, scratch=staging, progress=progress,
                                            fixed_tiles=fixed, blend=not contract.whole_input)
-            # Every channel back onto the tomogram's grid once, for its map and for the label map.
-            channels = ([_resize(probabilities[i], volume.shape) for i in range(num_classes)] if rescale
-                        else probabilities)
-            for c in loaded.classes.classes:
-                write_volume(staging / final[c.name].name, channels[c.label], vs, origin=volume.origin,
-                             start=volume.start, dtype="float16")
-            labels = np.empty(volume.shape, dtype=np.int8)
-            if rescale:
-                labels[...] = np.argmax(np.stack(channels), 0)
-            else:
+            # One channel at a time back onto the tomogram's grid, for its map and for a running argmax: memory
+            # holds the label map, the best probability so far and one channel, whatever the number of classes.
+            labels = np.zeros(volume.shape, dtype=np.int8)
+            best = np.full(volume.shape, -np.inf, dtype=np.float32) if rescale else None
+            names = {c.label: c.name for c in loaded.classes.classes}
+            for label in range(num_classes):
+                channel = _resize(probabilities[label], volume.shape) if rescale else probabilities[label]
+                if label in names:
+                    write_volume(staging / final[names[label]].name, channel, vs, origin=volume.origin,
+                                 start=volume.start, dtype="float16")
+                if rescale:
+                    better = channel > best
+                    labels[better] = label
+                    np.maximum(best, channel, out=best)
+                    del better
+                del channel
+            if not rescale:
                 for z in range(volume.shape[0]):
                     labels[z] = np.argmax(probabilities[:, z], axis=0)
+            del best
             write_volume(staging / final["labels"].name, labels, vs, origin=volume.origin, start=volume.start,
                          dtype="int8")
             loaded.classes.save(staging / final["classes"].name)
-            del probabilities, channels
+            del probabilities
             # Swap in: the old label map goes first and the new one comes last, so an interrupted swap leaves no
             # label map to pick from, never one beside another model's probability maps.
             final["labels"].unlink(missing_ok=True)
@@ -324,8 +332,14 @@ class _Normalised:
 
 
 def _resize(channel: np.ndarray, shape) -> np.ndarray:
+    """A map predicted on a Fourier-resampled grid, back onto the tomogram's grid (linear interpolation).
+
+    ``fourier_resample`` puts sample j of an M-voxel axis at position j × N / M of the N-voxel original
+    (first voxels aligned), so original voxel i lies at i × M / N on the resampled grid: the same mapping back,
+    not ``ndimage.zoom``'s, which aligns the last voxels too and drifts by up to a voxel at the far end.
+    """
     from scipy import ndimage
 
-    factors = [t / s for t, s in zip(shape, channel.shape, strict=True)]
-    out = ndimage.zoom(np.asarray(channel, dtype=np.float32), factors, order=1)
-    return out[: shape[0], : shape[1], : shape[2]]
+    scale = [s / t for t, s in zip(shape, channel.shape, strict=True)]
+    return ndimage.affine_transform(np.asarray(channel, dtype=np.float32), scale, output_shape=tuple(shape),
+                                    order=1, mode="nearest")
