@@ -11,13 +11,11 @@ voxel size. The registry is saved as JSON beside every dataset and model::
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from keras_ucaps.errors import InputError
-from keras_ucaps.io.atomic import atomic_path
 
 REGISTRY_VERSION = 1
 BACKGROUND = "background"
@@ -104,9 +102,9 @@ class ClassRegistry:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return Path(path)
+        from keras_ucaps.io.jsonfile import write_json
+
+        return write_json(path, self.to_dict())
 
     # --- queries ------------------------------------------------------
     @property

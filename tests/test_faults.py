@@ -97,35 +97,29 @@ def test_a_version_made_meanwhile_is_not_renamed_over(tmp_path):
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["1"]
 
 
-def test_one_table_for_two_tomograms_is_refused(tmp_path):
+def _patches_of(tmp_path, n, *args):
+    """Write n tomograms t0.. and t0's particle table, then run patches with ARGS."""
     from conftest import make_sources
 
     from keras_ucaps.io import write_volume
 
-    sources, registry = make_sources(2)
+    sources, registry = make_sources(n)
     registry.save(tmp_path / "classes.json")
     for s in sources:
         write_volume(tmp_path / f"{s.name}.mrc", s.volume.data, 10.0)
     write_particles(sources[0].particles, tmp_path / "t0.csv")  # names only tomogram t0
-    result = run_cli("patches", "--tomogram", tmp_path / "t0.mrc", "--tomogram", tmp_path / "t1.mrc",
-                     "--particles", tmp_path / "t0.csv", "--classes", tmp_path / "classes.json",
-                     "--out", tmp_path / "p.h5", "--patch-size", "32")
+    return run_cli("patches", *args, "--particles", tmp_path / "t0.csv", "--classes", tmp_path / "classes.json",
+                   "--out", tmp_path / "p.h5", "--patch-size", "32")
+
+
+def test_one_table_for_two_tomograms_is_refused(tmp_path):
+    result = _patches_of(tmp_path, 2, "--tomogram", tmp_path / "t0.mrc", "--tomogram", tmp_path / "t1.mrc")
     assert result.returncode == 2 and "t1" in result.stderr
     assert not (tmp_path / "p.h5").exists()
 
 
 def test_a_float_volume_is_not_a_label_map(tmp_path):
-    from conftest import make_sources
-
-    from keras_ucaps.io import write_volume
-
-    sources, registry = make_sources(1)
-    registry.save(tmp_path / "classes.json")
-    write_volume(tmp_path / "t0.mrc", sources[0].volume.data, 10.0)
-    write_particles(sources[0].particles, tmp_path / "t0.csv")
-    result = run_cli("patches", "--tomogram", tmp_path / "t0.mrc", "--particles", tmp_path / "t0.csv",
-                     "--labels", tmp_path / "t0.mrc", "--classes", tmp_path / "classes.json",
-                     "--out", tmp_path / "p.h5", "--patch-size", "32")
+    result = _patches_of(tmp_path, 1, "--tomogram", tmp_path / "t0.mrc", "--labels", tmp_path / "t0.mrc")
     assert result.returncode == 2 and "label" in result.stderr
     assert not (tmp_path / "p.h5").exists()
 
@@ -414,3 +408,30 @@ def test_a_terminated_prediction_cleans_up(tmp_path):
     process.wait(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, process.stderr.read()[-3000:]
     assert list(out.iterdir()) == []  # no scratch, no half of the maps
+
+
+def test_a_damaged_patch_store_is_named(tmp_path):
+    import h5py
+    from conftest import make_sources
+
+    from keras_ucaps.data.patches import PatchSettings, build_patch_store
+    from keras_ucaps.data.pipeline import read_store_info
+
+    sources, registry = make_sources(1)
+    good = tmp_path / "p.h5"
+    build_patch_store(sources, registry, 10.0, good, PatchSettings(patch_size=32))
+    read_store_info(good)
+    no_attrs = tmp_path / "no_attrs.h5"
+    no_attrs.write_bytes(good.read_bytes())
+    with h5py.File(no_attrs, "a") as f:
+        del f.attrs["classes"]
+    with pytest.raises(InputError, match="damaged patch store"):
+        read_store_info(no_attrs)
+    short = tmp_path / "short.h5"
+    short.write_bytes(good.read_bytes())
+    with h5py.File(short, "a") as f:
+        del f["split"]
+        f["split"] = np.zeros(1, dtype=np.uint8)
+    result = run_cli("fit", "--data", short, "--out", tmp_path / "run", "--epochs", "1")
+    assert result.returncode == 2 and "short.h5: damaged patch store" in result.stderr
+    assert not (tmp_path / "run").exists()

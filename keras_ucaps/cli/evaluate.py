@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -47,7 +46,7 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
     from keras_ucaps.errors import InputError
     from keras_ucaps.evaluation.matching import evaluate_tables
     from keras_ucaps.io import FormatContext, read_particles
-    from keras_ucaps.io.atomic import atomic_path
+    from keras_ucaps.io.jsonfile import write_json
 
     if classes_path is None:
         for candidate in (predicted.parent / "classes.json", truth.parent / "classes.json"):
@@ -123,8 +122,7 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
         labels_predicted = _voxel_scores(scores, predictions_dir, truth_table, labels_true, classes, truth_labels)
     if model_dir is not None:
         thresholds = {n: r["best_threshold"] for n, r in sweep.items()}
-        with atomic_path(Path(model_dir) / "thresholds.json") as tmp:
-            tmp.write_text(json.dumps({"tolerance": tolerance, "thresholds": thresholds}, indent=2) + "\n")
+        write_json(Path(model_dir) / "thresholds.json", {"tolerance": tolerance, "thresholds": thresholds})
         click.echo(f"wrote {Path(model_dir) / 'thresholds.json'}")
     if report_path is not None:
         from keras_ucaps.evaluation.report import render_report
@@ -139,8 +137,7 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
                       title=f"{tomo}: macro F1 {m['f1']:.3f}")
         click.echo(f"wrote {report_path}")
     if json_path:
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(scores, indent=2) + "\n")
+        write_json(json_path, scores)
 
 
 def _check_truth_map(labels, truth_table, classes, path, doubt) -> None:

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
+from keras_ucaps.data.normalization import tomogram_statistics
 from keras_ucaps.errors import InputError
 from keras_ucaps.io.atomic import atomic_path
 from keras_ucaps.io.mrc import Volume
@@ -115,7 +116,7 @@ def build_patch_store(
     stats = {}
     for s in sources:
         data = s.volume.data
-        stats[s.name] = [float(np.mean(data, dtype=np.float64)), float(np.std(data, dtype=np.float64)) or 1.0]
+        stats[s.name] = list(tomogram_statistics(data))
     class_voxels = np.zeros(classes.num_classes, dtype=np.int64)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         chunk = (1, size, size, size)

@@ -55,18 +55,31 @@ def read_store_info(path: str | os.PathLike) -> StoreInfo:
             missing = [k for k in ("images", "labels", "split", "tomogram") if k not in f]
             if missing:
                 raise InputError(path, f"not a keras-ucaps patch store (no {', '.join(missing)})")
-            return StoreInfo(
-                path=str(path),
-                classes=ClassRegistry.from_dict(json.loads(f.attrs["classes"]), str(path)),
-                voxel_size=float(f.attrs["voxel_size"]),
-                patch_size=int(f.attrs["patch_size"]),
-                tomograms=json.loads(f.attrs["tomograms"]),
-                split=f["split"][()],
-                tomogram=f["tomogram"][()],
-                class_voxels=np.asarray(json.loads(f.attrs["class_voxels"]), dtype=np.float64),
-            )
+            try:
+                info = StoreInfo(
+                    path=str(path),
+                    classes=ClassRegistry.from_dict(json.loads(f.attrs["classes"]), str(path)),
+                    voxel_size=float(f.attrs["voxel_size"]),
+                    patch_size=int(f.attrs["patch_size"]),
+                    tomograms=json.loads(f.attrs["tomograms"]),
+                    split=f["split"][()],
+                    tomogram=f["tomogram"][()],
+                    class_voxels=np.asarray(json.loads(f.attrs["class_voxels"]), dtype=np.float64),
+                )
+                images, labels = f["images"].shape, f["labels"].shape
+            except (KeyError, TypeError, ValueError) as err:  # attributes missing or not what we wrote
+                raise InputError(path, f"damaged patch store ({type(err).__name__}: {err})") from None
     except OSError as err:
         raise InputError(path, f"not a readable HDF5 file ({err})") from None
+    n = len(info.split)
+    size = info.patch_size
+    if (images[0] != n or labels[0] != n or len(info.tomogram) != n or images[1:4] != (size,) * 3
+            or labels[1:4] != (size,) * 3):
+        raise InputError(path, f"damaged patch store: images {images}, labels {labels} and {n} split entries of "
+                               f"{size}³ patches do not agree")
+    if not (0 < info.voxel_size < float("inf")) or len(info.class_voxels) != info.classes.num_classes:
+        raise InputError(path, "damaged patch store: voxel size or class counts are not what patches writes")
+    return info
 
 
 def block_presence(labels, stride: int, num_classes: int):

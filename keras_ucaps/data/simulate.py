@@ -19,7 +19,6 @@ exact shape-mask label map (distractors stay background in both).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -308,9 +307,7 @@ def write_simulation(sim: Simulation, out: Path, name: str = "tomo") -> dict[str
     }
     settings = dataclasses.asdict(sim.settings)
     settings["seconds"] = {k: round(v, 2) for k, v in sim.seconds.items()}
-    from keras_ucaps.io.atomic import atomic_path
+    from keras_ucaps.io.jsonfile import write_json
 
-    with atomic_path(out / f"{name}_settings.json") as tmp:
-        tmp.write_text(json.dumps(settings, indent=2) + "\n")
-    files["settings"] = out / f"{name}_settings.json"
+    files["settings"] = write_json(out / f"{name}_settings.json", settings)
     return files

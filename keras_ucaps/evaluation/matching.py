@@ -46,14 +46,18 @@ class Counts:
                 "f1": self.f_beta(1.0), f"f{beta:g}": self.f_beta(beta)}
 
 
-def match(truth: np.ndarray, predicted: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Hungarian pairs (truth index, prediction index) within ``max_distance``."""
+def match(truth: np.ndarray, predicted: np.ndarray, max_distance: float,
+          scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian pairs (truth index, prediction index) within ``max_distance``; with ``scale`` (one per true
+    particle, e.g. its radius) distances are measured in units of it."""
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
     if len(truth) == 0 or len(predicted) == 0:
         return np.zeros(0, int), np.zeros(0, int)
     distance = cdist(truth, predicted)
+    if scale is not None:
+        distance = distance / np.asarray(scale, dtype=float)[:, None]
     cost = np.where(distance <= max_distance, distance, 1e9)
     rows, cols = linear_sum_assignment(cost)
     good = distance[rows, cols] <= max_distance
@@ -92,23 +96,17 @@ def confusion_matrix(truth: ParticleTable, predicted: ParticleTable, classes: Cl
     ``matrix[true class][predicted class]``; unmatched truths count as
     ``missed``, unmatched predictions as ``false`` picks of their class.
     """
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
     names = classes.names
     matrix = {t: {p: 0 for p in [*names, "missed"]} for t in names}
     false = {p: 0 for p in names}
     for tomo in sorted(set(truth.tomograms) | set(predicted.tomograms)):
         t, p = truth.where(tomo=tomo), predicted.where(tomo=tomo)
         matched_t, matched_p = np.zeros(len(t), bool), np.zeros(len(p), bool)
-        if len(t) and len(p):
-            radii = np.array([classes.radius_voxels(n, voxel_size) for n in t.class_name])
-            scaled = cdist(t.coords, p.coords) / radii[:, None]
-            rows, cols = linear_sum_assignment(np.where(scaled <= tolerance, scaled, 1e9))
-            good = scaled[rows, cols] <= tolerance
-            for r, c in zip(rows[good], cols[good], strict=True):
-                matrix[t.class_name[r]][p.class_name[c]] += 1
-            matched_t[rows[good]], matched_p[cols[good]] = True, True
+        radii = np.array([classes.radius_voxels(n, voxel_size) for n in t.class_name])
+        rows, cols = match(t.coords, p.coords, tolerance, scale=radii)
+        for r, c in zip(rows, cols, strict=True):
+            matrix[t.class_name[r]][p.class_name[c]] += 1
+        matched_t[rows], matched_p[cols] = True, True
         for name in t.class_name[~matched_t]:
             matrix[name]["missed"] += 1
         for name in p.class_name[~matched_p]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
+from keras_ucaps.data.normalization import tomogram_statistics
 from keras_ucaps.errors import InputError, KerasUcapsWarning
 from keras_ucaps.io.atomic import check_output, registered_scratch, remove_stale_scratch
 from keras_ucaps.io.mrc import Volume, read_volume, resolve_voxel_size, write_volume
@@ -106,19 +107,6 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         return LoadedModel(model, classes, voxel_size, patch_size, model.tile_contract(patch_size))
     classes = ClassRegistry.from_radii({f"class_{i}": 1.0 for i in range(1, outputs)}, source=str(weights))
     return LoadedModel(model, classes, None, 64, model.tile_contract(64))
-
-
-def tomogram_statistics(data: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation, in slabs (works on memory maps)."""
-    total = total_sq = 0.0
-    step = max(1, (64 * 2**20) // max(1, data[0].nbytes))
-    for z in range(0, data.shape[0], step):
-        block = np.asarray(data[z:z + step], dtype=np.float64)
-        total += block.sum()
-        total_sq += np.square(block).sum()
-    n = data.size
-    mean = total / n
-    return float(mean), float(np.sqrt(max(total_sq / n - mean * mean, 0.0))) or 1.0
 
 
 def predict_volume(

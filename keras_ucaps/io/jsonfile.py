@@ -1,4 +1,4 @@
-"""Reading JSON files the user gave us."""
+"""JSON files: reading what the user gave us, writing ours atomically."""
 
 from __future__ import annotations
 
@@ -18,3 +18,12 @@ def read_json(path: str | os.PathLike):
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(path, f"not valid JSON ({err})") from None
+
+
+def write_json(path: str | os.PathLike, payload, indent: int = 2) -> Path:
+    """Write ``payload`` as JSON, atomically (a reader sees the old file or the new one, never part of one)."""
+    from keras_ucaps.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=indent) + "\n")
+    return Path(path)

@@ -7,8 +7,10 @@ A component no larger than 1.5 spheres becomes one particle at its
 probability-weighted centroid (plain centroid without a probability map), scored
 by its mean probability. A larger one holds touching particles (crowded large
 complexes merge into one blob): it is split at the local maxima of the class
-probability smoothed over a third of the radius, at least one radius apart,
-each scored by the smoothed probability there.
+probability smoothed over a third of the radius, at least one radius apart;
+each voxel of the blob goes to its nearest maximum, and each pick is scored by
+the mean probability of its voxels: one score for both kinds of pick, so one
+threshold per class means the same for both.
 Picks of one class closer than ``suppress`` × radius are merged, the
 higher-scored one kept. Connected components were chosen over mean-shift
 clustering because their cost is one pass over the map (DeepFinder's MeanShift
@@ -97,7 +99,22 @@ def _split_at_peaks(weight, components, merged, radius, scored):
     inside = np.isin(components, merged)
     peaks = inside & (smooth == ndimage.maximum_filter(smooth, size=size)) & (smooth > 0)
     zyx = np.argwhere(peaks).astype(np.float64)
-    scores = smooth[peaks].astype(float) if scored else np.full(len(zyx), np.nan)
+    scores = np.full(len(zyx), np.nan)
+    if not scored or not len(zyx):
+        return zyx, scores
+    from scipy.spatial import cKDTree
+
+    owners = components[tuple(zyx.T.astype(int))]
+    boxes = ndimage.find_objects(components)
+    for component in np.unique(owners):
+        members = np.flatnonzero(owners == component)
+        box = boxes[component - 1]
+        local = components[box] == component
+        voxels = np.argwhere(local) + [s.start for s in box]
+        nearest = cKDTree(zyx[members]).query(voxels)[1]
+        values = weight[box][local]
+        scores[members] = np.bincount(nearest, values, len(members)) / np.maximum(
+            np.bincount(nearest, minlength=len(members)), 1)
     return zyx, scores
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_ucaps.errors import InputError
 from keras_ucaps.io.atomic import atomic_path
-from keras_ucaps.io.jsonfile import read_json
+from keras_ucaps.io.jsonfile import read_json, write_json
 
 CONFIG_VERSION = 1
 PRECISIONS = ("auto", "bf16", "fp16", "off")
@@ -167,11 +167,6 @@ def run_config(settings: FitSettings, info, class_weight_list, model) -> dict:
     }
 
 
-def write_json(path: Path, payload: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-
-
 RESUMABLE = ("epochs",)  # what a resumed run may change
 OPTION_NAMES = {"learning_rate": "lr", "model_options": "levels/--encoder-kernel-size/--dilation/--normalization"}
 
@@ -278,6 +273,8 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         settings = dataclasses.replace(settings, out=str(out / f".worker_{worker['type']}_{worker['index']}"))
         out = Path(settings.out)
     state = None
+    if not resume:
+        read_store_info(settings.data)  # a damaged or missing store is refused before the run folder is made
     if chief:
         lock_run_folder(out)  # held until this process ends
         clean_leftovers(out)

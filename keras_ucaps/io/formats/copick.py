@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from keras_ucaps.errors import InputError, KerasUcapsWarning
-from keras_ucaps.io.atomic import _LIVE_SCRATCH, atomic_path
+from keras_ucaps.io.atomic import _LIVE_SCRATCH
 from keras_ucaps.io.formats.common import FormatContext, matrix_to_zyz
+from keras_ucaps.io.jsonfile import write_json
 from keras_ucaps.io.particles import ParticleTable
 
 NAME = "copick"
@@ -77,8 +78,7 @@ def write(table: ParticleTable, path: Path, context: FormatContext) -> None:
         tomo, class_name = groups[0] if groups else ("", "")
         payload = _payload(table.where(tomo=tomo, class_name=class_name), voxel_size, tomo,
                            objects.get(class_name, class_name))
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(payload, indent=1) + "\n")
+        write_json(path, payload, indent=1)
         return
     files = {
         Path("ExperimentRuns", tomo, "Picks", f"{USER_ID}_{SESSION_ID}_{objects[c]}.json"):
