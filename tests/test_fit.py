@@ -15,7 +15,8 @@ from conftest import VOXEL_SIZE, make_sources, run_cli
 
 from keras_ucaps.data.patches import PatchSettings, build_patch_store
 
-FAST = ["--model", "unet", "--batch-size", "2", "--steps-per-epoch", "2", "--validation-steps", "1"]
+DEFAULT_UNET = ["--model", "unet", "--batch-size", "2", "--steps-per-epoch", "2", "--validation-steps", "1"]
+FAST = [*DEFAULT_UNET, "--filters", "4,6,8"]  # a narrow UNet: the tests are about the run, not the model
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def store(tmp_path_factory):
 
 
 def test_fit_writes_a_complete_run_folder(tmp_path, store):
-    result = run_cli("fit", "--data", store, "--out", tmp_path / "run", "--epochs", "2", *FAST)
+    result = run_cli("fit", "--data", store, "--out", tmp_path / "run", "--epochs", "2", *DEFAULT_UNET)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
     for name in ("config.json", "weights_best.keras", "weights_last.keras", "history.csv", "checkpoint/state.json"):
@@ -41,7 +42,7 @@ def test_fit_writes_a_complete_run_folder(tmp_path, store):
     assert "val_dice_big" in header and "val_dice_small" in header and "val_loss" in header
     model = keras.saving.load_model(run / "weights_best.keras")
     assert model.count_params() == 902_928 + 33 * 3
-    again = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", *FAST)
+    again = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", *DEFAULT_UNET)
     assert again.returncode == 2 and "use --resume" in again.stderr
 
 
@@ -81,7 +82,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 from keras_ucaps.training.fit import FitSettings, fit
 best = fit(FitSettings(model="unet", data={str(store)!r}, out={str(tmp_path / 'run')!r}, epochs=1, batch_size=2,
-                       steps_per_epoch=2, validation_steps=1), strategy=strategy, verbose=0)
+                       steps_per_epoch=2, validation_steps=1, model_options={{"filters": [4, 6, 8]}}),
+           strategy=strategy, verbose=0)
 print("replicas", strategy.num_replicas_in_sync, "val_loss", best["val_loss"])
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
@@ -108,7 +110,8 @@ def test_fit_under_multi_worker_mirrored_strategy_on_loopback(tmp_path, store):
 from keras_ucaps.training.fit import FitSettings, distribution_strategy, fit
 strategy = distribution_strategy()
 best = fit(FitSettings(model="unet", data={str(store)!r}, out={str(tmp_path / 'run')!r}, epochs=1, batch_size=2,
-                       steps_per_epoch=2, validation_steps=1), verbose=0, strategy=strategy)
+                       steps_per_epoch=2, validation_steps=1, model_options={{"filters": [4, 6, 8]}}),
+           verbose=0, strategy=strategy)
 import tensorflow as tf
 print("multi-worker", isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy), strategy.num_replicas_in_sync)
 """
@@ -159,7 +162,8 @@ def test_architecture_options_reach_the_model(tmp_path, store):
     result = run_cli("fit", "--data", store, "--out", tmp_path / "bn", "--epochs", "1", "--normalization", "batch",
                      *FAST)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((tmp_path / "bn" / "config.json").read_text())["model"]["normalization"] == "batch"
+    model_config = json.loads((tmp_path / "bn" / "config.json").read_text())["model"]
+    assert model_config["normalization"] == "batch" and model_config["filters"] == [4, 6, 8]
     wrong = run_cli("fit", "--data", store, "--out", tmp_path / "x", "--dilation", *FAST)
     assert wrong.returncode == 2 and "--dilation: applies to --model ucaps only" in wrong.stderr
 
@@ -210,6 +214,8 @@ def test_resume_refuses_settings_that_differ_from_the_run(tmp_path, store, one_e
     run = _copy(one_epoch_run, tmp_path)
     args = dict(zip(FAST[::2], FAST[1::2], strict=True))
     args[option] = value
+    if option == "--model":
+        del args["--filters"]  # a UNet option
     result = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", "--resume",
                      *[x for pair in args.items() for x in pair])
     assert result.returncode == 2 and option in result.stderr and "only --epochs" in result.stderr

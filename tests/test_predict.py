@@ -73,3 +73,38 @@ def test_predict_cli_bad_input(tmp_path):
     (tmp_path / "bad.keras").write_text("not a model")
     result = run_cli("predict", tmp_path / "bad.keras", tmp_path / "t.mrc", "--out", tmp_path)
     assert result.returncode == 2 and "truncated or not a .keras file" in result.stderr
+
+
+def test_tta_averages_the_eight_flips(tmp_path):
+    import json
+
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.inference.predict import (
+        TTA_FLIPS,
+        _Normalised,
+        load_model,
+        predict_tomogram,
+        predict_volume,
+    )
+    from keras_ucaps.models import build_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model("unet", 2, filters=(4, 6, 8), bottom_convs=1).save(run / "weights_best.keras")
+    (run / "config.json").write_text(json.dumps({"classes": ClassRegistry.from_radii({"a": 30.0}).to_dict(),
+                                                 "voxel_size": 10.0, "patch_size": 32}))
+    data = np.random.default_rng(0).normal(size=(24, 32, 40)).astype(np.float32)
+    write_volume(tmp_path / "t.mrc", data, 10.0)
+    loaded = load_model(run)
+    files = predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / "out", tta=True, tile=32)
+    mean, std = float(data.mean(dtype=np.float64)), float(data.std(dtype=np.float64))
+    expected = np.zeros(data.shape, np.float32)
+    for axes in TTA_FLIPS:
+        view = np.flip(data, axes) if axes else data
+        p = predict_volume(loaded.model, _Normalised(view, mean, std), 2, tile=32, margin=4,
+                           scratch=tmp_path / "s")
+        expected += (np.flip(np.asarray(p[1]), axes) if axes else np.asarray(p[1])) / len(TTA_FLIPS)
+    plain = predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / "plain", tile=32)
+    got = read_volume(files["a"]).data.astype(np.float32)
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert np.abs(got - read_volume(plain["a"]).data.astype(np.float32)).max() > 1e-3  # it did change something

@@ -27,13 +27,15 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, table_f
               help="For tomograms: a run folder, .keras file or bundled model name (default: the bundled default).")
 @click.option("--maps", "maps_dir", default=None, type=click.Path(path_type=Path),
               help="For tomograms: keep the predicted maps in this folder (default: discard them).")
+@click.option("--tta", is_flag=True,
+              help="For tomograms: predict with test-time augmentation (8 axis flips averaged; 8× the time).")
 @copick_options
 @click.option("--session-id", "copick_session", default=None,
               help="With --copick: the session of user keras-ucaps to write the picks as (default: a new one).")
 @reports_input_errors
 def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thresholds_path=None, model=None,
-         maps_dir=None, copick_config=None, copick_runs=(), copick_voxel_spacing=None, copick_tomo_type="wbp",
-         copick_session=None):
+         maps_dir=None, tta=False, copick_config=None, copick_runs=(), copick_voxel_spacing=None,
+         copick_tomo_type="wbp", copick_session=None):
     """Pick particles from tomograms, or from label maps written by `keras-ucaps predict`.
 
     Given tomograms, it predicts them first with --model (a bundled model by
@@ -54,6 +56,8 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
     if not label_maps and project is None:
         raise InputError("TOMO.mrc", "give tomograms or label maps (or --copick)")
     maps = all(Path(p).name.endswith("_labels.mrc") for p in label_maps) and label_maps
+    if maps and tta:
+        raise InputError("--tta", "applies when picking from tomograms (it changes the prediction)")
     if not maps and label_maps and project is not None:
         raise InputError("--copick", "takes the tomograms from the project: give label maps or nothing")
     if maps:
@@ -62,7 +66,7 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
     else:
         sources = [(Path(t).stem, t) for t in label_maps] + [(r, None) for r in runs]
         table, classes, voxel_size, shapes = _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir,
-                                                             out)
+                                                             out, tta)
     if out is not None:
         from keras_ucaps.io import FormatContext, write_particles
 
@@ -113,7 +117,7 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path):
     return table, classes, voxel_size, shapes
 
 
-def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out):
+def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out, tta=False):
     """Predict each tomogram (NAME, path) — or copick run (NAME, None) — with ``model``, then pick with its
     thresholds."""
     import contextlib
@@ -137,7 +141,8 @@ def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out)
     with registered_scratch(scratch) if maps_dir is None else contextlib.nullcontext():
         try:
             for name, path in sources:
-                predict_tomogram(loaded, path if path is not None else project.volume(name), scratch, name=name)
+                predict_tomogram(loaded, path if path is not None else project.volume(name), scratch, name=name,
+                                 tta=tta)
             return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
                               min_sizes, suppress, run_thresholds(model))
         finally:

@@ -209,12 +209,18 @@ def compiled_forward(model):
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
+# Test-time augmentation: the flips of the three axes. Each keeps the missing wedge where it is (the wedge is
+# symmetric about every axis of the spectrum), unlike 90° turns, which would move the tilt axis.
+TTA_FLIPS = ((), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2))
+
+
 def predict_tomogram(
     loaded: LoadedModel,
     tomogram: str | os.PathLike | Volume,
     out: str | os.PathLike,
     *,
     name: str | None = None,
+    tta: bool = False,
     tile: int | None = None,
     margin: int | None = None,
     batch_size: int = 1,
@@ -222,7 +228,8 @@ def predict_tomogram(
     progress: bool = False,
 ) -> dict[str, Path]:
     """Predict one tomogram (a file, or a volume read elsewhere and its ``name``) and write its probability maps
-    and label map into ``out`` as NAME_prob_CLASS.mrc and NAME_labels.mrc."""
+    and label map into ``out`` as NAME_prob_CLASS.mrc and NAME_labels.mrc. ``tta``: average the predictions of
+    the eight axis flips (:data:`TTA_FLIPS`), eight times the cost."""
     from keras_ucaps.inference.resample import fourier_resample
 
     if isinstance(tomogram, Volume):
@@ -267,11 +274,25 @@ def predict_tomogram(
     with registered_scratch(staging):
         try:
             mean, std = tomogram_statistics(data)
-            normalised = _Normalised(data, mean, std)
             num_classes = loaded.classes.num_classes
-            probabilities = predict_volume(loaded.model, normalised, num_classes, tile=tile, margin=margin,
-                                           batch_size=batch_size, scratch=staging, progress=progress,
-                                           fixed_tiles=fixed, blend=not contract.whole_input)
+            flips = TTA_FLIPS if tta else ((),)
+            for axes in flips:
+                view = np.flip(data, axes) if axes else data
+                predicted = predict_volume(loaded.model, _Normalised(view, mean, std), num_classes, tile=tile,
+                                           margin=margin, batch_size=batch_size, scratch=staging,
+                                           progress=progress, fixed_tiles=fixed, blend=not contract.whole_input)
+                if len(flips) == 1:
+                    probabilities = predicted
+                    break
+                if axes == ():
+                    probabilities = np.lib.format.open_memmap(staging / "tta.npy", mode="w+", dtype=np.float32,
+                                                              shape=predicted.shape)
+                    probabilities[...] = 0
+                for c in range(num_classes):  # one channel at a time, flipped back
+                    probabilities[c] += np.flip(np.asarray(predicted[c]), axes) / len(flips)
+                scratch = Path(predicted.filename).parent
+                del predicted
+                shutil.rmtree(scratch, ignore_errors=True)
             # One channel at a time back onto the tomogram's grid, for its map and for a running argmax: memory
             # holds the label map, the best probability so far and one channel, whatever the number of classes.
             labels = np.zeros(volume.shape, dtype=np.int8)
