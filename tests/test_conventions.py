@@ -417,3 +417,14 @@ def test_a_voxel_size_that_is_not_a_size_blames_the_input(tmp_path, voxel_size):
         mrc.voxel_size = voxel_size
     with pytest.raises(InputError, match="tomo.mrc: header voxel size"):
         read_volume(tomo)
+
+
+def test_a_tomogram_without_voxel_size_is_named_not_the_output(tmp_path):
+    import mrcfile
+
+    with mrcfile.new(tmp_path / "tomo.mrc") as mrc:
+        mrc.set_data(np.zeros((8, 8, 8), dtype=np.float32))
+    write_particles(ParticleTable.from_columns([[1.0, 2.0, 3.0]], "a", "tomo"), tmp_path / "p.csv")
+    result = run_cli("convert", tmp_path / "p.csv", tmp_path / "out.json", "--tomogram", tmp_path / "tomo.mrc")
+    assert result.returncode == 2 and "tomo.mrc: no voxel size in the header" in result.stderr
+    assert "out.json" not in result.stderr

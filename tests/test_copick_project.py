@@ -154,3 +154,12 @@ def test_picks_of_one_user_and_session(project):
     assert table.tomo.tolist() == ["TS_t0"] and table.class_name.tolist() == ["big"]
     curator = CopickProject(config, VOXEL_SIZE, "wbp").particles("TS_t0", ["big", "small"], "curator", "1")
     assert curator.counts() == {"big": 6, "small": 6}
+
+
+def test_ome_zarr_scales(project):
+    config, sources = project
+    zarr_folder = config.parent / "overlay" / "ExperimentRuns" / "TS_t0" / "VoxelSpacing10.000" / "wbp.zarr"
+    half = read_volume(zarr_folder, scale=1)
+    assert half.voxel_size == 2 * VOXEL_SIZE and half.shape == tuple(n // 2 for n in sources[0].volume.shape)
+    with pytest.raises(InputError, match="scale 9"):
+        read_volume(zarr_folder, scale=9)

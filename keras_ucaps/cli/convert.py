@@ -65,6 +65,7 @@ def convert(source, destination, from_format, to_format, voxel_size, tomogram, t
         tomogram_centres=centres,
         classes=ClassRegistry.load(classes_path) if classes_path else None,
         default_class=class_name,
+        voxel_size_from=str(tomogram) if tomogram is not None and voxel_size is None else None,
     )
     table = read_particles(source, from_format, context)
     write_particles(table, destination, to_format, context)

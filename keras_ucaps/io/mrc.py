@@ -80,6 +80,7 @@ def read_volume(
     mmap: bool | None = None,
     dataset: str = "dataset",
     check_finite: bool = True,
+    scale: int = 0,
 ) -> Volume:
     """Read a 3D volume from MRC/MAP/REC or HDF5.
 
@@ -94,6 +95,8 @@ def read_volume(
         HDF5 dataset holding the volume (DeepFinder uses ``"dataset"``).
     check_finite : bool
         Refuse volumes holding NaN or Inf voxels.
+    scale : int
+        For OME-Zarr: which scale of the multiscale image (0, the default, is the highest resolution).
 
     Raises
     ------
@@ -102,7 +105,7 @@ def read_volume(
     """
     path = Path(path)
     if path.suffix.lower() == ZARR_SUFFIX and path.is_dir():
-        volume = read_ome_zarr(path)
+        volume = read_ome_zarr(path, scale=scale)
     elif not path.is_file():
         raise InputError(path, "no such file" if not path.exists() else "not a file")
     else:

@@ -41,6 +41,8 @@ class FormatContext:
         Maps class names to the numbers some formats store.
     default_class : str, optional
         Class of every particle in a file that names no class.
+    voxel_size_from : str, optional
+        The file that was to give the voxel size (a tomogram), named when it gives none.
     """
 
     voxel_size: float | None = None
@@ -48,9 +50,13 @@ class FormatContext:
     tomogram_centres: Mapping[str, tuple[float, float, float]] | None = None
     classes: ClassRegistry | None = None
     default_class: str | None = None
+    voxel_size_from: str | None = None
 
     def need_voxel_size(self, path, fmt: str) -> float:
         if self.voxel_size is None or not self.voxel_size > 0:
+            if self.voxel_size_from is not None:  # the tomogram meant to give it has none: it is at fault
+                raise InputError(self.voxel_size_from, f"no voxel size in the header, and {fmt} coordinates are in "
+                                                       "Å: give --voxel-size")
             raise InputError(path, f"{fmt} coordinates are in Å: give the voxel size (--voxel-size)")
         return float(self.voxel_size)
 
