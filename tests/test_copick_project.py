@@ -61,7 +61,7 @@ def test_the_chain_inside_a_copick_project(project, tmp_path):
                    "curator", "--session-id", "1", "--classes", classes, "--out", store, "--patch-size", "32")
     assert made.returncode == 0, made.stderr[-2000:]
     fit = run_cli("fit", "--model", "unet", "--data", store, "--out", tmp_path / "run", "--epochs", "1",
-                  "--batch-size", "2", "--steps-per-epoch", "2", "--validation-steps", "1")
+                  "--batch-size", "2", "--steps-per-epoch", "2", "--validation-steps", "1", "--filters", "4,6,8")
     assert fit.returncode == 0, fit.stderr[-2000:]
 
     maps = tmp_path / "maps"
@@ -76,7 +76,7 @@ def test_the_chain_inside_a_copick_project(project, tmp_path):
     assert "session 0" in picked.stdout
     table = pd.read_csv(tmp_path / "picks.csv")
     written = _session_picks(config, "keras-ucaps", "0")
-    assert sum(len(v) for v in written.values()) == len(table)
+    assert len(table) and sum(len(v) for v in written.values()) == len(table)
     for (run, obj), positions in written.items():
         rows = table[(table.tomo == run) & (table.class_name == obj)]
         np.testing.assert_allclose(np.sort(positions / VOXEL_SIZE, 0), np.sort(rows[["x", "y", "z"]].to_numpy(), 0),
