@@ -25,3 +25,12 @@ def test_importing_the_package_does_not_import_tensorflow():
         capture_output=True, text=True, check=True,
     )
     assert probe.stdout.strip() == "[]"
+
+
+def test_the_command_line_imports_nothing_heavy_for_help():
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, keras_ucaps.cli;"
+         "print([m for m in ('numpy', 'scipy', 'pandas', 'tensorflow', 'keras') if m in sys.modules])"],
+        capture_output=True, text=True, check=True,
+    )
+    assert probe.stdout.strip() == "[]"  # `keras-ucaps --help` answers at once

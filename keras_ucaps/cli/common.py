@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 
 from keras_ucaps.errors import InputError
-from keras_ucaps.io.mrc import resolve_voxel_size  # noqa: F401  (the commands import it from here)
 
 EXIT_BAD_INPUT = 2
 
@@ -40,6 +39,13 @@ voxel_size_option = click.option(
 )
 
 table_format_choice = click.Choice(["csv", "relion4", "relion5", "deepfinder", "copick"])
+
+
+def resolve_voxel_size(header: float | None, option: float | None, source) -> float:
+    """The voxel size to use, from a header and/or --voxel-size; they must agree (see keras_ucaps.io.mrc)."""
+    from keras_ucaps.io.mrc import resolve_voxel_size as resolve  # imported late: --help stays instant
+
+    return resolve(header, option, source)
 
 
 def choose_tomogram(table, requested: str | None, volume_path: Path, table_path: Path) -> str:
