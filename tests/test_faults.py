@@ -417,7 +417,7 @@ def test_a_damaged_patch_store_is_named(tmp_path):
     from keras_ucaps.data.patches import PatchSettings, build_patch_store
     from keras_ucaps.data.pipeline import read_store_info
 
-    sources, registry = make_sources(1)
+    sources, registry = make_sources(2)
     good = tmp_path / "p.h5"
     build_patch_store(sources, registry, 10.0, good, PatchSettings(patch_size=32))
     read_store_info(good)

@@ -70,7 +70,9 @@ def test_a_plain_keras_script_loads_a_saved_model_after_import_keras_ucaps(tmp_p
     assert result.stdout.strip().endswith("UNet3D")
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+# JAX runs Conv3D eagerly and slowly on a CPU (70 s here): out of CI; a model saved under JAX is still exported
+# under TensorFlow in CI (test_export.py).
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=pytest.mark.slow)])
 def test_tiny_forward_pass_under_each_backend(backend):
     script = (
         "import numpy as np, keras; from keras_ucaps.models import UCaps3D, UNet3D; "

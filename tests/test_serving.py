@@ -110,7 +110,9 @@ def _assert_same_maps(a, b, stem):
         np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32), atol=1e-3)
 
 
-@pytest.mark.parametrize("concurrency", ["1", "8"])
+# One request at a time equals local prediction as several do (test_concurrent_results_are_exactly_sequential_ones
+# checks concurrent against sequential bit for bit): the sequential variant runs with -m slow.
+@pytest.mark.parametrize("concurrency", [pytest.param("1", marks=pytest.mark.slow), "8"])
 def test_remote_prediction_equals_local_prediction(served, tomograms, tmp_path, concurrency):
     root, address, _, server = served
     local = _local(served, tomograms)

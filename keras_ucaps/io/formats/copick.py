@@ -9,8 +9,9 @@ part is ``Rotation.from_euler("ZYZ", (rot, tilt, psi), degrees=True).inv()``,
 which is RELION's Euler matrix (copick's ``relion_rows_to_poses``).
 
 Reading: ``trust_orientation: false`` means the matrices are placeholders, so
-the angles are unknown; in such a file a score of exactly 1.0 on every point is
-copick's default for manual picks and is read as unknown too. A file without
+the angles are unknown; in such a file a score of exactly 1.0 on every point that
+also carries a matrix is copick's default for manual picks and is read as unknown too (our own
+files leave out the matrix of a particle without angles, so their scores of 1.0 stay). A file without
 ``run_name`` belongs to the run its folder names in copick's layout, else to a
 run named after the file. A matrix that is not a rotation, a malformed matrix,
 location or score is an error naming the file and the point.
@@ -170,8 +171,9 @@ def _read_file(path: Path, payload, voxel_size: float) -> ParticleTable:
             "instance_id") is not None else 0
     if not np.isfinite(coords).all():
         raise InputError(path, "point locations hold NaN or infinite values")
-    if not trusted and n and (score == 1.0).all():
-        score[:] = np.nan  # copick's default score of a manual pick, not a confidence
+    placeholders = all(isinstance(p, dict) and p.get("transformation_") is not None for p in points)
+    if not trusted and n and placeholders and (score == 1.0).all():
+        score[:] = np.nan  # copick's defaults of a manual pick (identity matrix, score 1.0), not a confidence
     run = payload.get("run_name")
     if not run:
         in_layout = path.parent.name == "Picks" and path.parent.parent.parent.name == "ExperimentRuns"
