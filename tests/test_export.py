@@ -60,15 +60,18 @@ def test_versions_and_models_config(exported):
     base = root / "saved_models"
     assert run_cli("export", root / "m.keras", "--name", "tiny", "--base", base, "--tile", "16").returncode == 0
     assert (base / "tiny" / "2" / "saved_model.pb").is_file()
-    again = run_cli("export", root / "m.keras", "--name", "tiny", "--base", base, "--version", "2", "--tile", "16")
-    assert again.returncode == 2 and "exists already" in again.stderr
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.serving.export import export_saved_model
+
+    with pytest.raises(InputError, match="exists already"):  # in this process: TensorFlow is loaded already
+        export_saved_model(root / "m.keras", base, "tiny", 2, 16)
     assert run_cli("export", root / "m.keras", "--name", "other", "--base", base, "--tile", "16").returncode == 0
     config = (base / "models.config").read_text()
     assert config.count("config {") == 2 and 'base_path: "/models/tiny"' in config and '"other"' in config
     assert (base / "batching.config").is_file()
     assert not [p for p in base.rglob("*") if ".part" in p.name]  # versions appeared whole
-    bad = run_cli("export", root / "m.keras", "--name", "x", "--base", base, "--tile", "10")
-    assert bad.returncode == 2 and "multiple of 4" in bad.stderr
+    with pytest.raises(InputError, match="multiple of 4"):
+        export_saved_model(root / "m.keras", base, "x", None, 10)
 
 
 def test_dockerfile_serves_the_layout_export_writes():
