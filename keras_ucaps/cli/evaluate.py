@@ -126,9 +126,7 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
         click.echo(f"wrote {Path(model_dir) / 'thresholds.json'}")
     if report_path is not None:
         from keras_ucaps.evaluation.report import render_report
-        from keras_ucaps.io import read_volume
-
-        background = read_volume(tomogram, mmap=True).data if tomogram else None
+        background = volume.data if volume is not None else None
         tomo = truth_table.tomograms[0] if truth_table.tomograms else ""
         render_report(report_path, tomogram=background, truth=truth_table.where(tomo=tomo),
                       predicted=predicted_table.where(tomo=tomo),

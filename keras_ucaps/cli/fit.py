@@ -76,7 +76,7 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, seed=seed,
                            model_options=options, reconstruction=reconstruction)
     context = click.get_current_context()
-    names = {"architecture": "model", "learning_rate": "learning_rate"}
+    names = {"architecture": "model"}
     given = frozenset(names.get(p, p) for p in context.params
                       if context.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE
                       and names.get(p, p) in FitSettings.__dataclass_fields__)

@@ -121,8 +121,6 @@ def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out,
     """Predict each tomogram (NAME, path) — or copick run (NAME, None) — with ``model``, then pick with its
     thresholds."""
     import contextlib
-    import os
-    import shutil
     import tempfile
 
     from keras_ucaps.inference.predict import load_model, predict_tomogram
@@ -130,24 +128,16 @@ def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out,
 
     model = model_path(model)
     loaded = load_model(model)
-    if maps_dir is None:
-        parent = Path(out).parent if out is not None else Path(tempfile.gettempdir())
-        parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".keras-ucaps-maps-{os.getpid()}-", dir=parent))
-    else:
-        scratch = Path(maps_dir)
-    from keras_ucaps.io.atomic import registered_scratch
+    from keras_ucaps.io.atomic import scratch_folder
 
-    with registered_scratch(scratch) if maps_dir is None else contextlib.nullcontext():
-        try:
-            for name, path in sources:
-                predict_tomogram(loaded, path if path is not None else project.volume(name), scratch, name=name,
-                                 tta=tta)
-            return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
-                              min_sizes, suppress, run_thresholds(model))
-        finally:
-            if maps_dir is None:
-                shutil.rmtree(scratch, ignore_errors=True)
+    parent = Path(out).parent if out is not None else Path(tempfile.gettempdir())
+    folder = (scratch_folder(parent, ".keras-ucaps-maps-") if maps_dir is None
+              else contextlib.nullcontext(Path(maps_dir)))
+    with folder as scratch:
+        for name, path in sources:
+            predict_tomogram(loaded, path if path is not None else project.volume(name), scratch, name=name, tta=tta)
+        return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
+                          min_sizes, suppress, run_thresholds(model))
 
 
 def run_thresholds(run: Path | None) -> Path | None:

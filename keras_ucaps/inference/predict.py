@@ -30,7 +30,7 @@ import numpy as np
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.data.normalization import tomogram_statistics
 from keras_ucaps.errors import InputError, KerasUcapsWarning
-from keras_ucaps.io.atomic import check_output, registered_scratch, remove_stale_scratch
+from keras_ucaps.io.atomic import check_output, remove_stale_scratch, scratch_folder
 from keras_ucaps.io.mrc import Volume, read_volume, resolve_voxel_size, write_volume
 from keras_ucaps.models.contract import TileContract
 
@@ -270,62 +270,57 @@ def predict_tomogram(
         check_output(path)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_scratch(out)
-    staging = Path(tempfile.mkdtemp(prefix=f".keras-ucaps-{os.getpid()}-", dir=out))
-    with registered_scratch(staging):
-        try:
-            mean, std = tomogram_statistics(data)
-            num_classes = loaded.classes.num_classes
-            flips = TTA_FLIPS if tta else ((),)
-            for axes in flips:
-                view = np.flip(data, axes) if axes else data
-                predicted = predict_volume(loaded.model, _Normalised(view, mean, std), num_classes, tile=tile,
-                                           margin=margin, batch_size=batch_size, scratch=staging,
-                                           progress=progress, fixed_tiles=fixed, blend=not contract.whole_input)
-                if len(flips) == 1:
-                    probabilities = predicted
-                    break
-                if axes == ():
-                    probabilities = np.lib.format.open_memmap(staging / "tta.npy", mode="w+", dtype=np.float32,
-                                                              shape=predicted.shape)
-                    probabilities[...] = 0
-                for c in range(num_classes):  # one channel at a time, flipped back
-                    probabilities[c] += np.flip(np.asarray(predicted[c]), axes) / len(flips)
-                scratch = Path(predicted.filename).parent
-                del predicted
-                shutil.rmtree(scratch, ignore_errors=True)
-            # One channel at a time back onto the tomogram's grid, for its map and for a running argmax: memory
-            # holds the label map, the best probability so far and one channel, whatever the number of classes.
-            labels = np.zeros(volume.shape, dtype=np.int8)
-            best = np.full(volume.shape, -np.inf, dtype=np.float32) if rescale else None
-            names = {c.label: c.name for c in loaded.classes.classes}
-            for label in range(num_classes):
-                channel = _resize(probabilities[label], volume.shape) if rescale else probabilities[label]
-                if label in names:
-                    write_volume(staging / final[names[label]].name, channel, vs, origin=volume.origin,
-                                 start=volume.start, dtype="float16")
-                if rescale:
-                    better = channel > best
-                    labels[better] = label
-                    np.maximum(best, channel, out=best)
-                    del better
-                del channel
-            if not rescale:
-                for z in range(volume.shape[0]):
-                    labels[z] = np.argmax(probabilities[:, z], axis=0)
-            del best
-            write_volume(staging / final["labels"].name, labels, vs, origin=volume.origin, start=volume.start,
-                         dtype="int8")
-            loaded.classes.save(staging / final["classes"].name)
-            del probabilities
-            # Swap in: the old label map goes first and the new one comes last, so an interrupted swap leaves no
-            # label map to pick from, never one beside another model's probability maps.
-            final["labels"].unlink(missing_ok=True)
-            for key, path in final.items():
-                if key != "labels":
-                    os.replace(staging / path.name, path)
-            os.replace(staging / final["labels"].name, final["labels"])
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    with scratch_folder(out) as staging:
+        mean, std = tomogram_statistics(data)
+        num_classes = loaded.classes.num_classes
+        flips = TTA_FLIPS if tta else ((),)
+        for axes in flips:
+            view = np.flip(data, axes) if axes else data
+            predicted = predict_volume(loaded.model, _Normalised(view, mean, std), num_classes, tile=tile,
+                                       margin=margin, batch_size=batch_size, scratch=staging,
+                                       progress=progress, fixed_tiles=fixed, blend=not contract.whole_input)
+            if len(flips) == 1:
+                probabilities = predicted
+                break
+            if axes == ():  # a new .npy memmap starts as zeros
+                probabilities = np.lib.format.open_memmap(staging / "tta.npy", mode="w+", dtype=np.float32,
+                                                          shape=predicted.shape)
+            for c in range(num_classes):  # one channel at a time, flipped back
+                probabilities[c] += np.flip(np.asarray(predicted[c]), axes) / len(flips)
+            scratch = Path(predicted.filename).parent
+            del predicted
+            shutil.rmtree(scratch, ignore_errors=True)
+        # One channel at a time back onto the tomogram's grid, for its map and for a running argmax: memory
+        # holds the label map, the best probability so far and one channel, whatever the number of classes.
+        labels = np.zeros(volume.shape, dtype=np.int8)
+        best = np.full(volume.shape, -np.inf, dtype=np.float32) if rescale else None
+        names = {c.label: c.name for c in loaded.classes.classes}
+        for label in range(num_classes):
+            channel = _resize(probabilities[label], volume.shape) if rescale else probabilities[label]
+            if label in names:
+                write_volume(staging / final[names[label]].name, channel, vs, origin=volume.origin,
+                             start=volume.start, dtype="float16")
+            if rescale:
+                better = channel > best
+                labels[better] = label
+                np.maximum(best, channel, out=best)
+                del better
+            del channel
+        if not rescale:
+            for z in range(volume.shape[0]):
+                labels[z] = np.argmax(probabilities[:, z], axis=0)
+        del best
+        write_volume(staging / final["labels"].name, labels, vs, origin=volume.origin, start=volume.start,
+                     dtype="int8")
+        loaded.classes.save(staging / final["classes"].name)
+        del probabilities
+        # Swap in: the old label map goes first and the new one comes last, so an interrupted swap leaves no
+        # label map to pick from, never one beside another model's probability maps.
+        final["labels"].unlink(missing_ok=True)
+        for key, path in final.items():
+            if key != "labels":
+                os.replace(staging / path.name, path)
+        os.replace(staging / final["labels"].name, final["labels"])
     return final
 
 

@@ -60,6 +60,20 @@ def registered_scratch(path: Path) -> Iterator[Path]:
         _LIVE_SCRATCH.discard(Path(path))
 
 
+@contextlib.contextmanager
+def scratch_folder(parent: str | os.PathLike, prefix: str = ".keras-ucaps-") -> Iterator[Path]:
+    """A temporary folder of this process in ``parent``, named ``PREFIX<pid>-XXXX`` so that a later run can tell
+    one a killed process left (:func:`remove_stale_scratch`); removed when the block ends and on SIGTERM."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    with registered_scratch(folder):
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def remove_scratch_on_termination() -> None:
     """On SIGTERM (what schedulers and ``kill`` send), remove this process's scratch and exit 143.
 

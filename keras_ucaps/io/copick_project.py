@@ -4,11 +4,11 @@ copick (``pip install -e '.[copick]'``) describes a project by a config JSON:
 runs (one tomogram each, at several voxel spacings and reconstruction types,
 stored as OME-Zarr) and picks per object, user and session. This module reads
 tomograms and picks through copick's own API and writes picks back as a session
-of user ``keras-ucaps``: each run's picks are validated before anything is
-stored, and when storing one fails the picks already stored for that run in this
-session are deleted again, so a run holds all of a write or none of it. The
-session replaces whatever that user and session held in the run (no stale
-objects stay).
+of user ``keras-ucaps``: each run's picks are prepared before anything is
+stored, and when storing one fails the run's picks of that session are deleted
+and what the session held before is stored again, so a run holds all of a write
+or none of it. The session replaces whatever that user and session held in the
+run (no stale objects stay).
 
 Coordinates: copick locations are Å from the first voxel; a pick's position is
 its location plus the translation of its transform (``full_positions``); its
@@ -24,7 +24,7 @@ import numpy as np
 
 from keras_ucaps.errors import InputError
 from keras_ucaps.io.formats.common import matrix_to_zyz
-from keras_ucaps.io.formats.copick import USER_ID, copick_names
+from keras_ucaps.io.formats.copick import USER_ID, copick_names, unplaceholder_scores
 from keras_ucaps.io.mrc import Volume, read_ome_zarr
 from keras_ucaps.io.particles import ParticleTable
 
@@ -113,9 +113,7 @@ class CopickProject:
         trusted = picks.meta.trust_orientation is not False
         if n and trusted:
             angles = matrix_to_zyz(transforms[:, :3, :3], invert=True).reshape(n, 3)
-        scores = picks.scores()
-        if not trusted and (scores == 1.0).all():
-            scores = np.full(n, np.nan)  # copick's default score of a manual pick, not a confidence
+        scores = unplaceholder_scores(picks.scores(), trusted, with_matrices=True)  # copick stores a matrix always
         return ParticleTable.from_columns(np.asarray(positions).reshape(n, 3) / self.voxel_spacing, class_name,
                                           run_name, angles, scores, picks.instance_ids())
 

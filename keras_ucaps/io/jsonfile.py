@@ -18,6 +18,8 @@ def read_json(path: str | os.PathLike):
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(path, f"not valid JSON ({err})") from None
+    except OSError as err:
+        raise InputError(path, f"cannot be read ({err.strerror})") from None
 
 
 def write_json(path: str | os.PathLike, payload, indent: int = 2) -> Path:

@@ -257,10 +257,10 @@ def read_ome_zarr(store, scale: int = 0, source: str | os.PathLike | None = None
     axes = [a.get("name") if isinstance(a, dict) else a for a in meta.get("axes", ["z", "y", "x"])]
     if [a for a in axes if a in ("z", "y", "x")] != ["z", "y", "x"] or len(axes) != 3:
         raise InputError(source, f"axes {axes}: expected a 3D (z, y, x) image")
-    units = {a.get("unit") for a in meta.get("axes", []) if isinstance(a, dict)}
-    unit = UNIT_ANGSTROM.get(units.pop() if len(units) == 1 else "angstrom")
+    units = {a.get("unit") or "angstrom" for a in meta.get("axes", []) if isinstance(a, dict)} or {"angstrom"}
+    unit = UNIT_ANGSTROM.get(next(iter(units))) if len(units) == 1 else None
     if unit is None:
-        raise InputError(source, f"axis unit {sorted(units)} is not one of {', '.join(UNIT_ANGSTROM)}")
+        raise InputError(source, f"axis units {sorted(units)}: expected one of {', '.join(UNIT_ANGSTROM)} for all")
     scale_zyx, translation_zyx = [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]
     for transform in datasets[scale].get("coordinateTransformations", []):
         if transform.get("type") == "scale":

@@ -32,17 +32,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from keras_ucaps.errors import InputError, KerasUcapsWarning
-from keras_ucaps.io.atomic import _LIVE_SCRATCH
+from keras_ucaps.io.atomic import check_output, scratch_folder
 from keras_ucaps.io.formats.common import FormatContext, matrix_to_zyz
-from keras_ucaps.io.jsonfile import write_json
+from keras_ucaps.io.jsonfile import read_json, write_json
 from keras_ucaps.io.particles import ParticleTable
 
 NAME = "copick"
@@ -56,13 +54,13 @@ def read(path: Path, context: FormatContext) -> ParticleTable:
     if path.is_dir():
         tables = []
         for f in sorted(path.rglob("*.json")):
-            payload = _load(f)
+            payload = read_json(f)
             if _is_picks(payload) or f.parent.name == "Picks":
                 tables.append(_read_file(f, payload, voxel_size))
         if not tables:
             raise InputError(path, "folder holds no copick picks files")
         return ParticleTable.concat(tables)
-    return _read_file(path, _load(path), voxel_size)
+    return _read_file(path, read_json(path), voxel_size)
 
 
 def write(table: ParticleTable, path: Path, context: FormatContext) -> None:
@@ -107,12 +105,8 @@ def copick_names(classes, path) -> dict[str, str]:
 
 def _write_folder(path: Path, files: dict[Path, dict]) -> None:
     """Stage every file, then move them in together; remove our earlier picks that this write does not renew."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not path.is_dir():
-        raise InputError(path, "exists and is not a folder")
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent))
-    _LIVE_SCRATCH.add(staging)
-    try:
+    check_output(path, folder=True)
+    with scratch_folder(path.parent) as staging:
         for rel, payload in files.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).write_text(json.dumps(payload, indent=1) + "\n")
@@ -125,18 +119,6 @@ def _write_folder(path: Path, files: dict[Path, dict]) -> None:
             os.replace(staging / rel, path / rel)
         for stale in ours - {path / rel for rel in files}:
             stale.unlink(missing_ok=True)
-    finally:
-        _LIVE_SCRATCH.discard(staging)
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _load(path: Path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(path, f"not a readable JSON file ({err})") from None
-    except OSError as err:
-        raise InputError(path, f"cannot be read ({err.strerror})") from None
 
 
 def _is_picks(payload) -> bool:
@@ -171,15 +153,22 @@ def _read_file(path: Path, payload, voxel_size: float) -> ParticleTable:
             "instance_id") is not None else 0
     if not np.isfinite(coords).all():
         raise InputError(path, "point locations hold NaN or infinite values")
-    placeholders = all(isinstance(p, dict) and p.get("transformation_") is not None for p in points)
-    if not trusted and n and placeholders and (score == 1.0).all():
-        score[:] = np.nan  # copick's defaults of a manual pick (identity matrix, score 1.0), not a confidence
+    with_matrices = all(isinstance(p, dict) and p.get("transformation_") is not None for p in points)
+    score = unplaceholder_scores(score, trusted, with_matrices)
     run = payload.get("run_name")
     if not run:
         in_layout = path.parent.name == "Picks" and path.parent.parent.parent.name == "ExperimentRuns"
         run = path.parent.parent.name if in_layout else path.stem
     return ParticleTable.from_columns(coords / voxel_size, str(payload["pickable_object_name"]), str(run), angles,
                                       score, instance)
+
+
+def unplaceholder_scores(scores: np.ndarray, trusted: bool, with_matrices: bool) -> np.ndarray:
+    """Scores, or NaN where they are copick's defaults for a manual pick: ``trust_orientation`` false, a
+    placeholder matrix on every point and a score of exactly 1.0 on every point."""
+    if not trusted and with_matrices and len(scores) and (scores == 1.0).all():
+        return np.full(len(scores), np.nan)
+    return scores
 
 
 def _matrix(value, path: Path, row: int) -> np.ndarray:
