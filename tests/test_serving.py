@@ -105,9 +105,22 @@ def _local(served, tomograms):
 
 
 def _assert_same_maps(a, b, stem):
-    for name in (f"{stem}_prob_class_1.mrc", f"{stem}_prob_class_2.mrc", f"{stem}_labels.mrc"):
-        x, y = read_volume(a / name).data, read_volume(b / name).data
-        np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32), atol=1e-3)
+    """Equal probability maps (float16 on disk: 1e-3) and equal labels wherever the argmax is not a near-tie.
+
+    Served and local models add the same float32 numbers in another order, so a voxel whose two best classes
+    are within rounding of each other may take either label: those voxels are not compared.
+    """
+    probabilities = []
+    for name in (f"{stem}_prob_class_1.mrc", f"{stem}_prob_class_2.mrc"):
+        x, y = (np.asarray(read_volume(folder / name).data, np.float32) for folder in (a, b))
+        np.testing.assert_allclose(x, y, atol=1e-3)
+        probabilities.append(x)
+    everything = np.stack([1 - probabilities[0] - probabilities[1], *probabilities])
+    top_two = np.sort(everything, axis=0)[-2:]
+    decided = top_two[1] - top_two[0] > 2e-3
+    x, y = (read_volume(folder / f"{stem}_labels.mrc").data for folder in (a, b))
+    assert decided.mean() > 0.9
+    np.testing.assert_array_equal(x[decided], y[decided])
 
 
 # One request at a time equals local prediction as several do (test_concurrent_results_are_exactly_sequential_ones
