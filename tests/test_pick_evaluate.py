@@ -11,7 +11,7 @@ from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.data.targets import sphere_targets
 from keras_ucaps.evaluation.matching import evaluate_tables, match
 from keras_ucaps.io import ParticleTable, read_particles, write_particles, write_volume
-from keras_ucaps.picking.cluster import pick_particles, suppress_duplicates
+from keras_ucaps.picking.cluster import default_min_size, pick_particles, suppress_duplicates
 
 CLASSES = ClassRegistry.from_radii({"big": 50.0, "small": 30.0})
 TRUTH = ParticleTable.from_columns([[10, 10, 10], [30.5, 12, 14], [20, 30, 8], [40, 35, 20]],
@@ -224,3 +224,48 @@ def test_split_and_whole_picks_are_scored_alike():
     table = pick_particles(labels, ClassRegistry.from_radii({"a": 70.0}), 10.0, probabilities={"a": prob})
     assert len(table) == 3
     assert np.ptp(table.score) < 0.03, table.score  # one measure for both kinds of pick
+
+
+def _dense_reference_picks(labels, prob, radius, smallest):
+    """The picking rule computed the plain way, over whole dense arrays (ndimage's measurements and whole-map
+    smoothing): what the memory-bounded implementation must reproduce. Returns (z, y, x) centres and scores."""
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
+    mask = labels == 1
+    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum_labels(mask, components, index)
+    keep = index[sizes >= smallest]
+    sphere = 4 / 3 * np.pi * radius**3
+    whole, merged = keep[sizes[keep - 1] <= 1.5 * sphere], keep[sizes[keep - 1] > 1.5 * sphere]
+    centres = list(np.array(ndimage.center_of_mass(prob, components, whole)).reshape(-1, 3))
+    scores = list(ndimage.mean(prob, components, whole))
+    smooth = ndimage.gaussian_filter(prob, sigma=max(1.0, radius / 3))
+    peaks = np.isin(components, merged) & (smooth == ndimage.maximum_filter(smooth, 2 * int(round(radius)) + 1))
+    for component in merged:
+        zyx = np.argwhere(peaks & (components == component))
+        voxels = np.argwhere(components == component)
+        nearest = cKDTree(zyx).query(voxels)[1]
+        centres += list(zyx)
+        scores += list(np.bincount(nearest, prob[components == component]) / np.bincount(nearest))
+    return np.array(centres, float), np.array(scores)
+
+
+def test_picking_reads_sparse_voxels_and_local_boxes_with_the_dense_rules_results():
+    """Per-component sums over the labelled voxels and smoothing within each merged blob's widened box (what
+    keeps a 500×1000×1000 map within memory) give the picks that whole-map arithmetic gives."""
+    rng = np.random.default_rng(5)
+    classes = ClassRegistry.from_radii({"big": 40.0})
+    truth = ParticleTable.from_columns(rng.uniform([4, 4, 4], [76, 60, 28], size=(40, 3)), "big", "t")
+    labels = sphere_targets(truth, (32, 64, 80), classes, 10.0)  # crowded: some spheres merge into blobs
+    from scipy import ndimage
+
+    prob = ndimage.gaussian_filter(rng.random(labels.shape).astype(np.float32), 2) * (labels == 1)
+    picks = pick_particles(labels, classes, 10.0, probabilities={"big": prob}, suppress=0.0)
+    centres, scores = _dense_reference_picks(labels, prob, 4.0, default_min_size(4.0))
+    assert len(centres) > 40 // 3 and len(picks) == len(centres)
+    order = np.lexsort(centres.T[::-1])
+    got = np.lexsort(picks.coords[:, ::-1].T[::-1])
+    np.testing.assert_allclose(picks.coords[got][:, ::-1], centres[order], atol=1e-4)
+    np.testing.assert_allclose(picks.score[got], scores[order], atol=1e-5)

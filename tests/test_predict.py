@@ -46,9 +46,9 @@ def test_tiled_prediction_equals_one_pass_prediction():
     one_pass = np.moveaxis(np.asarray(model(volume[None, ..., None])["probabilities"])[0], -1, 0)
     for fixed in (False, True):  # fewest tiles per axis (local models) and fixed-side tiles (served models)
         tiled = predict_volume(model, volume, 3, tile=32, margin=radius, batch_size=3, fixed_tiles=fixed)
-        np.testing.assert_allclose(np.asarray(tiled), one_pass, atol=1e-3)
+        np.testing.assert_allclose(np.moveaxis(np.asarray(tiled), -1, 0), one_pass, atol=1e-3)
     # With too small a margin, tiles differ from one pass near their faces, but blend without a jump.
-    rough = np.asarray(predict_volume(model, volume, 3, tile=32, margin=2, batch_size=3))
+    rough = np.moveaxis(np.asarray(predict_volume(model, volume, 3, tile=32, margin=2, batch_size=3)), -1, 0)
     assert np.abs(rough - one_pass).max() > 1e-3
 
 
@@ -103,8 +103,40 @@ def test_tta_averages_the_eight_flips(tmp_path):
         view = np.flip(data, axes) if axes else data
         p = predict_volume(loaded.model, _Normalised(view, mean, std), 2, tile=32, margin=4,
                            scratch=tmp_path / "s")
-        expected += (np.flip(np.asarray(p[1]), axes) if axes else np.asarray(p[1])) / len(TTA_FLIPS)
+        expected += (np.flip(np.asarray(p)[..., 1], axes) if axes else np.asarray(p)[..., 1]) / len(TTA_FLIPS)
     plain = predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / "plain", tile=32)
     got = read_volume(files["a"]).data.astype(np.float32)
     np.testing.assert_allclose(got, expected, atol=2e-3)
     assert np.abs(got - read_volume(plain["a"]).data.astype(np.float32)).max() > 1e-3  # it did change something
+
+
+def test_maps_written_a_few_planes_at_a_time_equal_maps_written_in_one_piece(tmp_path, monkeypatch):
+    """The slab loops (resampling on disk, TTA flipped back plane by plane, maps brought back onto the
+    tomogram's grid and written slab by slab) give what one slab for everything gives."""
+    import functools
+    import json
+
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.inference import predict, resample
+    from keras_ucaps.io.diskarray import slabs
+    from keras_ucaps.models import build_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model("unet", 3, filters=(4, 6, 8), bottom_convs=1).save(run / "weights_best.keras")
+    (run / "config.json").write_text(json.dumps({"classes": ClassRegistry.from_radii({"a": 30.0, "b": 20.0})
+                                                 .to_dict(), "voxel_size": 10.0, "patch_size": 32}))
+    data = np.random.default_rng(4).normal(size=(26, 36, 44)).astype(np.float32)
+    write_volume(tmp_path / "t.mrc", data, 8.0, origin=(5.0, 6.0, 7.0))  # predicted on a 10 Å grid
+    loaded = predict.load_model(run)
+    with pytest.warns(UserWarning, match="resampling"):
+        whole = predict.predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / "whole", tta=True, tile=32)
+    thin = functools.partial(slabs, budget=20000)  # a few planes per slab
+    monkeypatch.setattr(predict, "slabs", thin)
+    monkeypatch.setattr(resample, "slabs", thin)
+    with pytest.warns(UserWarning, match="resampling"):
+        sliced = predict.predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / "sliced", tta=True, tile=32)
+    for key in ("a", "b", "labels"):
+        a, b = read_volume(whole[key]), read_volume(sliced[key])
+        assert a.shape == data.shape and a.voxel_size == 8.0 and a.origin == (5.0, 6.0, 7.0)
+        np.testing.assert_allclose(np.asarray(a.data, np.float32), np.asarray(b.data, np.float32), atol=1e-3)

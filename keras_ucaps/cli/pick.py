@@ -173,12 +173,17 @@ def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float):
 
     from keras_ucaps.errors import InputError
     from keras_ucaps.io import read_volume
+    from keras_ucaps.io.diskarray import DiskArray
     from keras_ucaps.picking.cluster import pick_particles
 
     labels = read_volume(label_map)
     if labels.voxel_size is None:
         raise InputError(label_map, "label map has no voxel size")
-    unknown = sorted({int(v) for v in np.unique(labels.data)} - {0, *(c.label for c in classes.classes)})
+    present = set()
+    step = max(1, (64 * 2**20) // max(1, labels.data[0].size))
+    for z in range(0, labels.shape[0], step):  # a slab at a time: label maps can be larger than memory
+        present.update(int(v) for v in np.unique(labels.data[z:z + step]))
+    unknown = sorted(present - {0, *(c.label for c in classes.classes)})
     if unknown:
         raise InputError(label_map, f"holds labels {unknown} that the class registry does not know")
     name = table_name(label_map)
@@ -194,7 +199,7 @@ def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float):
             prob = read_volume(path)
             if prob.shape != labels.shape:
                 raise InputError(path, f"probability map {prob.shape} does not match the label map {labels.shape}")
-            probabilities[c.name] = prob.data
+            probabilities[c.name] = DiskArray.over(prob.data)  # read a slab at a time, not kept mapped
     table = pick_particles(labels.data, classes, labels.voxel_size, probabilities=probabilities,
                            min_size=min_sizes, suppress=suppress, tomo=name)
     return table, labels.shape, labels.voxel_size

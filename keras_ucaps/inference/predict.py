@@ -2,21 +2,24 @@
 
 A tomogram is z-scored with its own mean and standard deviation (as training
 patches were), cut into overlapping tiles (see :mod:`keras_ucaps.inference.tiling`),
-run through the model in batches, and blended into memory-mapped accumulators
-on disk, so a 200×512×512 tomogram needs a few GB of RAM at most. Outputs, in
-``OUT``, each with the input's voxel size and origin:
+run through the model in batches, and blended into sums on disk that are read and
+written a tile at a time (:class:`TileSums`); the maps are then written a slab of
+planes at a time. Memory holds a batch of tiles or one slab of every class, whatever
+the tomogram's size (a 500×1000×1000 tomogram with 13 classes: see the README).
+Outputs, in ``OUT``, each with the input's voxel size and origin:
 
 - ``NAME_prob_CLASS.mrc``: float16 probability of each particle class;
 - ``NAME_labels.mrc``: int8 argmax label map (0 background);
 - ``classes.json``: the model's class registry (for ``pick``).
 
-A tomogram at another voxel size than the model's is resampled to the model's,
-predicted, and its maps resampled back onto the input's grid, with a warning.
+A tomogram at another voxel size than the model's is resampled to the model's
+(on disk, axis by axis), predicted, and its maps resampled back onto the input's
+grid, with a warning.
 """
-
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -31,7 +34,8 @@ from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.data.normalization import tomogram_statistics
 from keras_ucaps.errors import InputError, KerasUcapsWarning
 from keras_ucaps.io.atomic import check_output, remove_stale_scratch, scratch_folder
-from keras_ucaps.io.mrc import Volume, read_volume, resolve_voxel_size, write_volume
+from keras_ucaps.io.diskarray import DiskArray, slabs
+from keras_ucaps.io.mrc import Volume, read_volume, resolve_voxel_size
 from keras_ucaps.models.contract import TileContract
 
 VOXEL_SIZE_TOLERANCE = 0.01
@@ -111,7 +115,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
 
 def predict_volume(
     model,
-    data: np.ndarray,
+    data,
     num_classes: int,
     *,
     tile: int,
@@ -121,26 +125,26 @@ def predict_volume(
     progress: bool = False,
     fixed_tiles: bool = False,
     blend: bool = True,
-) -> np.ndarray:
-    """Blended probabilities (C, z, y, x) float32 for a normalised (z, y, x) volume.
+) -> TileSums:
+    """Blended probabilities, (z, y, x, class) float32, of a normalised (z, y, x) volume.
 
     ``tile`` is the longest tile side; per axis the fewest tiles of one length
     are used (see :func:`keras_ucaps.inference.tiling.axis_layout`), or with
     ``fixed_tiles`` all of side ``tile``; tiles are blended, or (``blend=False``) each voxel taken
-    from the one tile that owns it (see :mod:`keras_ucaps.inference.tiling`). The result is a
-    read-only memory map in ``scratch`` (a temporary folder by default).
+    from the one tile that owns it (see :mod:`keras_ucaps.inference.tiling`). The weighted sums are
+    kept on disk in ``scratch`` (a temporary folder by default) and read back a region at a time
+    (:class:`TileSums`): memory holds a batch of tiles, whatever the volume's size.
     """
     from keras_ucaps.inference.tiling import count_tiles, tiles
 
-    shape = data.shape
+    shape = tuple(int(n) for n in data.shape)
     multiple = int(getattr(model, "patch_multiple", 1))
     layout = dict(tile=tile, margin=margin, multiple=multiple, fixed=fixed_tiles)
     forward = compiled_forward(model)
     if scratch is not None:
         Path(scratch).mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".keras-ucaps-{os.getpid()}-", dir=scratch))
-    sums = np.lib.format.open_memmap(scratch / "sums.npy", mode="w+", dtype=np.float32, shape=(num_classes, *shape))
-    weights = np.lib.format.open_memmap(scratch / "weights.npy", mode="w+", dtype=np.float32, shape=shape)
+    sums = TileSums(scratch / "sums.npy", shape, num_classes)
     bar = None
     if progress:
         import keras
@@ -156,8 +160,7 @@ def predict_volume(
     def accumulate(items, out):
         probabilities = np.asarray(out["probabilities"] if isinstance(out, dict) else out, dtype=np.float32)
         for (s, w), p in zip(items, probabilities, strict=True):
-            sums[(slice(None), *s)] += np.moveaxis(p, -1, 0) * w
-            weights[s] += w
+            sums.add(s, p, w)
         if bar is not None:
             bar.add(len(items))
 
@@ -187,10 +190,33 @@ def predict_volume(
             for _, result in pending:
                 result.cancel()
             pool.shutdown(wait=True)
-    for z in range(shape[0]):
-        sums[:, z] /= np.maximum(weights[z], 1e-12)
-    sums.flush()
     return sums
+
+
+class TileSums:
+    """Weighted sums of tile predictions and the sum of their weights, on disk as one (z, y, x, class + 1)
+    :class:`~keras_ucaps.io.diskarray.DiskArray` (channels last, as the model gives them, so a tile's region
+    is a few pages per row). Indexing it (basic indexing over z, y, x) gives the blended probabilities
+    there, (…, class) float32; its ``shape`` is that of the probabilities."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int], num_classes: int):
+        self.sums = DiskArray(path, (*shape, num_classes + 1), np.float32)
+        self.shape = (*shape, num_classes)
+
+    def add(self, region, probabilities: np.ndarray, weights: np.ndarray) -> None:
+        self.sums.add(region, np.concatenate([probabilities * weights[..., None], weights[..., None]], axis=-1))
+
+    def __getitem__(self, region) -> np.ndarray:
+        block = self.sums[region]
+        return block[..., :-1] / np.maximum(block[..., -1:], 1e-12)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def remove(self) -> None:
+        """Delete the file and the temporary folder that holds it."""
+        shutil.rmtree(self.sums.path.parent, ignore_errors=True)
 
 
 def compiled_forward(model):
@@ -239,13 +265,13 @@ def predict_tomogram(
         volume = read_volume(tomogram)
     name = name or tomogram.stem
     vs = resolve_voxel_size(volume.voxel_size, voxel_size, tomogram)
-    data = volume.data
+    grid = volume.shape
     rescale = loaded.voxel_size is not None and abs(vs / loaded.voxel_size - 1) > VOXEL_SIZE_TOLERANCE
     if rescale:
         factor = vs / loaded.voxel_size
         warnings.warn(f"{tomogram}: voxel size {vs:g} Å differs from the model's {loaded.voxel_size:g} Å; "
                       f"resampling by {factor:.3f} for prediction", KerasUcapsWarning, stacklevel=2)
-        data = fourier_resample(data, tuple(max(1, round(n * factor)) for n in data.shape))
+        grid = tuple(max(1, round(n * factor)) for n in volume.shape)
     contract = loaded.contract
     multiple = contract.multiple
     remote = hasattr(loaded.model, "client")
@@ -257,10 +283,10 @@ def predict_tomogram(
     # laid out from the origin whatever the volume's size, each voxel owned by one tile.
     tile = tile or (contract.tile if contract.whole_input else max(contract.default_tile, loaded.patch_size))
     fixed = remote or contract.whole_input
-    if remote and any(n < tile for n in data.shape):
-        raise InputError(tomogram, f"volume {data.shape} is smaller than the served model's {tile}³ tile")
-    if any(n < multiple for n in data.shape) or tile < multiple:
-        raise InputError(tomogram, f"volume {data.shape} is smaller than one {multiple}-voxel tile")
+    if remote and any(n < tile for n in grid):
+        raise InputError(tomogram, f"volume {grid} is smaller than the served model's {tile}³ tile")
+    if any(n < multiple for n in grid) or tile < multiple:
+        raise InputError(tomogram, f"volume {grid} is smaller than one {multiple}-voxel tile")
     if margin is None:
         margin = min(contract.radius, tile // 8)
     out = Path(out)
@@ -271,49 +297,27 @@ def predict_tomogram(
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_scratch(out)
     with scratch_folder(out) as staging:
+        # Everything the size of the tomogram lives on disk in the staging folder, read a slab or a tile
+        # at a time: the resampled tomogram, the blended sums, the TTA average.
+        data = fourier_resample(volume.data, grid, scratch=staging) if rescale else volume.data
         mean, std = tomogram_statistics(data)
         num_classes = loaded.classes.num_classes
         flips = TTA_FLIPS if tta else ((),)
         for axes in flips:
-            view = np.flip(data, axes) if axes else data
-            predicted = predict_volume(loaded.model, _Normalised(view, mean, std), num_classes, tile=tile,
+            predicted = predict_volume(loaded.model, _Normalised(data, mean, std, axes), num_classes, tile=tile,
                                        margin=margin, batch_size=batch_size, scratch=staging,
                                        progress=progress, fixed_tiles=fixed, blend=not contract.whole_input)
             if len(flips) == 1:
                 probabilities = predicted
                 break
-            if axes == ():  # a new .npy memmap starts as zeros
-                probabilities = np.lib.format.open_memmap(staging / "tta.npy", mode="w+", dtype=np.float32,
-                                                          shape=predicted.shape)
-            for c in range(num_classes):  # one channel at a time, flipped back
-                probabilities[c] += np.flip(np.asarray(predicted[c]), axes) / len(flips)
-            scratch = Path(predicted.filename).parent
-            del predicted
-            shutil.rmtree(scratch, ignore_errors=True)
-        # One channel at a time back onto the tomogram's grid, for its map and for a running argmax: memory
-        # holds the label map, the best probability so far and one channel, whatever the number of classes.
-        labels = np.zeros(volume.shape, dtype=np.int8)
-        best = np.full(volume.shape, -np.inf, dtype=np.float32) if rescale else None
-        names = {c.label: c.name for c in loaded.classes.classes}
-        for label in range(num_classes):
-            channel = _resize(probabilities[label], volume.shape) if rescale else probabilities[label]
-            if label in names:
-                write_volume(staging / final[names[label]].name, channel, vs, origin=volume.origin,
-                             start=volume.start, dtype="float16")
-            if rescale:
-                better = channel > best
-                labels[better] = label
-                np.maximum(best, channel, out=best)
-                del better
-            del channel
-        if not rescale:
-            for z in range(volume.shape[0]):
-                labels[z] = np.argmax(probabilities[:, z], axis=0)
-        del best
-        write_volume(staging / final["labels"].name, labels, vs, origin=volume.origin, start=volume.start,
-                     dtype="int8")
+            if axes == ():  # a new .npy file starts as zeros
+                probabilities = DiskArray(staging / "tta.npy", predicted.shape)
+            for a, b in slabs(grid[0], int(np.prod(predicted.shape[1:])) * 4):
+                probabilities.add(slice(a, b), _flipped_planes(predicted, a, b, axes) / len(flips))
+            predicted.remove()
+        _write_maps(probabilities, volume, vs, {k: staging / p.name for k, p in final.items() if k != "classes"},
+                    loaded.classes)
         loaded.classes.save(staging / final["classes"].name)
-        del probabilities
         # Swap in: the old label map goes first and the new one comes last, so an interrupted swap leaves no
         # label map to pick from, never one beside another model's probability maps.
         final["labels"].unlink(missing_ok=True)
@@ -324,19 +328,35 @@ def predict_tomogram(
     return final
 
 
-class _Normalised:
-    """A lazily z-scored view of a (possibly memory-mapped) volume."""
-
-    def __init__(self, data, mean, std):
-        self.data, self.mean, self.std = data, mean, std
-        self.shape = data.shape
-
-    def __getitem__(self, item):
-        return (np.asarray(self.data[item], dtype=np.float32) - self.mean) / self.std
+def _flipped_planes(predicted, a: int, b: int, axes: tuple[int, ...]) -> np.ndarray:
+    """Planes a..b of the prediction of a volume flipped along ``axes``, flipped back: (b - a, y, x, class)."""
+    n = predicted.shape[0]
+    block = predicted[n - b:n - a] if 0 in axes else predicted[a:b]
+    return np.flip(block, axes) if axes else block
 
 
-def _resize(channel: np.ndarray, shape) -> np.ndarray:
-    """A map predicted on a Fourier-resampled grid, back onto the tomogram's grid (linear interpolation).
+def _write_maps(probabilities, volume: Volume, voxel_size: float, paths: dict[str, Path], classes) -> None:
+    """Each class's probability map (float16) and the argmax label map (int8) on the tomogram's grid, written
+    a slab of planes at a time: memory holds one slab of every class, whatever the tomogram's size."""
+    from keras_ucaps.io.mrc import volume_writer
+
+    shape = volume.shape
+    header = dict(origin=volume.origin, start=volume.start)
+    with contextlib.ExitStack() as stack:
+        writers = {c.label: stack.enter_context(volume_writer(paths[c.name], shape, voxel_size, dtype="float16",
+                                                              **header))
+                   for c in classes.classes}
+        write_labels = stack.enter_context(volume_writer(paths["labels"], shape, voxel_size, dtype="int8", **header))
+        for a, b in slabs(shape[0], 2 * probabilities.shape[-1] * shape[1] * shape[2] * 4):
+            block = onto_tomogram_grid(probabilities, a, b, shape)
+            for label, write in writers.items():
+                write(block[..., label])
+            write_labels(np.argmax(block, axis=-1).astype(np.int8))
+
+
+def onto_tomogram_grid(probabilities, a: int, b: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """Planes a..b of the tomogram's ``shape`` grid, (b - a, y, x, class), from maps predicted on a
+    Fourier-resampled grid (linear interpolation), reading only the planes they need.
 
     ``fourier_resample`` puts sample j of an M-voxel axis at position j × N / M of the N-voxel original
     (first voxels aligned), so original voxel i lies at i × M / N on the resampled grid: the same mapping back,
@@ -344,6 +364,31 @@ def _resize(channel: np.ndarray, shape) -> np.ndarray:
     """
     from scipy import ndimage
 
-    scale = [s / t for t, s in zip(shape, channel.shape, strict=True)]
-    return ndimage.affine_transform(np.asarray(channel, dtype=np.float32), scale, output_shape=tuple(shape),
-                                    order=1, mode="nearest")
+    grid = tuple(int(n) for n in probabilities.shape[:3])
+    if grid == tuple(shape):
+        return np.asarray(probabilities[a:b], dtype=np.float32)
+    scale = [m / n for n, m in zip(shape, grid, strict=True)]
+    low = min(int(np.floor(a * scale[0])), grid[0] - 1)
+    high = min(grid[0], int(np.floor((b - 1) * scale[0])) + 2)
+    block = np.asarray(probabilities[low:high], dtype=np.float32)
+    out = np.empty((b - a, shape[1], shape[2], block.shape[-1]), dtype=np.float32)
+    for c in range(block.shape[-1]):
+        out[..., c] = ndimage.affine_transform(np.ascontiguousarray(block[..., c]), scale,
+                                               offset=(a * scale[0] - low, 0.0, 0.0),
+                                               output_shape=out.shape[:3], order=1, mode="nearest")
+    return out
+
+
+class _Normalised:
+    """A lazily z-scored view of a (possibly memory-mapped or on-disk) volume, flipped along ``flip`` axes."""
+
+    def __init__(self, data, mean, std, flip: tuple[int, ...] = ()):
+        self.data, self.mean, self.std, self.flip = data, mean, std, tuple(flip)
+        self.shape = tuple(int(n) for n in data.shape)
+
+    def __getitem__(self, region):
+        if self.flip:  # the mirror region of the volume, flipped
+            region = tuple(slice(n - (s.stop if s.stop is not None else n), n - (s.start or 0)) if axis in self.flip
+                           else s for axis, (s, n) in enumerate(zip(region, self.shape, strict=True)))
+            return np.flip((np.asarray(self.data[region], dtype=np.float32) - self.mean) / self.std, self.flip)
+        return (np.asarray(self.data[region], dtype=np.float32) - self.mean) / self.std

@@ -5,49 +5,79 @@ tomogram zoomed to 8 Å and back differs from itself by half its standard deviat
 trained on unfiltered tomograms misses most small particles in it. Cropping or zero-padding the
 spectrum (Fourier binning, as cryo-EM packages resample) keeps every frequency both grids share and
 round-trips to within a few percent.
+
+The discrete Fourier transform is separable, so the volume is resampled one axis at a time (x, then
+y, then z), each axis in slabs along another: memory holds one slab, whatever the volume's size.
+Given a ``scratch`` folder, the intermediate and resampled volumes are :class:`DiskArray` files
+there, so a 500×1000×1000 tomogram resamples in a few hundred MB of RAM.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
+from keras_ucaps.io.diskarray import DiskArray, slabs
 
-def fourier_resample(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``volume`` resampled onto ``shape`` by cropping or zero-padding its spectrum (float32, same mean).
+
+def fourier_resample(volume, shape: tuple[int, ...], *, scratch: str | os.PathLike | None = None):
+    """``volume`` (z, y, x) resampled onto ``shape`` by cropping or zero-padding its spectrum, axis by axis
+    (float32, same mean). Sample j of an M-voxel axis lies at position j × N / M of the N-voxel original
+    (first voxels aligned).
+
+    ``volume`` may be an array, a memory map or a :class:`DiskArray`; with ``scratch`` the result is a
+    :class:`DiskArray` in that folder (and so are the intermediates), else an in-memory array.
 
     Example:
         >>> fourier_resample(np.ones((4, 6, 6)), (5, 8, 8)).shape
         (5, 8, 8)
     """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or len(volume.shape) != 3 or min(shape) < 1:
+        raise ValueError(f"cannot resample a {tuple(volume.shape)} volume onto {shape}")
+    source, made = volume, []
+    current = tuple(int(n) for n in volume.shape)
+    for axis in (2, 1, 0):
+        if current[axis] == shape[axis] and not (axis == 0 and source is volume):
+            continue
+        target = current[:axis] + (shape[axis],) + current[axis + 1:]
+        if scratch is not None:
+            destination = DiskArray(Path(scratch) / f"resampled-{axis}-{os.getpid()}.npy", target)
+        else:
+            destination = np.empty(target, dtype=np.float32)
+        along = 1 if axis == 0 else 0  # slabs across the axis being resampled
+        plane = int(np.prod(target)) // target[along] * 8  # complex64 spectrum of one plane, roughly
+        for start, stop in slabs(target[along], plane):
+            index = (slice(None),) * along + (slice(start, stop),)
+            block = np.asarray(source[index], dtype=np.float32)
+            destination[index] = _resample_axis(block, axis, shape[axis])
+        made.append(destination)
+        if len(made) > 1 and isinstance(made[-2], DiskArray):
+            made[-2].path.unlink(missing_ok=True)
+        source, current = destination, target
+    return source
+
+
+def _resample_axis(block: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """One axis of ``block`` resampled onto ``size`` samples by its real spectrum (float32)."""
     from scipy import fft
 
-    volume = np.asarray(volume, dtype=np.float32)
-    shape = tuple(int(n) for n in shape)
-    if len(shape) != volume.ndim or min(shape) < 1:
-        raise ValueError(f"cannot resample a {volume.shape} volume onto {shape}")
-    spectrum = fft.rfftn(volume, workers=-1)
-    for axis in range(volume.ndim - 1):  # full axes: keep the lowest min(n, m) frequencies, both signs
-        spectrum = _crop_or_pad(spectrum, axis, shape[axis])
-    last = shape[-1] // 2 + 1  # the half axis: keep or add the highest positive frequencies
-    kept = min(last, spectrum.shape[-1])
-    half = np.zeros(spectrum.shape[:-1] + (last,), dtype=spectrum.dtype)
-    half[..., :kept] = spectrum[..., :kept]
-    out = fft.irfftn(half, s=shape, workers=-1)
-    out *= np.prod(shape) / np.prod(volume.shape)
-    return out.astype(np.float32, copy=False)
-
-
-def _crop_or_pad(spectrum: np.ndarray, axis: int, size: int) -> np.ndarray:
-    n = spectrum.shape[axis]
+    n = block.shape[axis]
     if n == size:
-        return spectrum
-    k = min(n, size)
-    positive, negative = (k + 1) // 2, k // 2
-    out_shape = list(spectrum.shape)
-    out_shape[axis] = size
-    out = np.zeros(out_shape, dtype=spectrum.dtype)
-    take = lambda a, b: (slice(None),) * axis + (slice(a, b),)  # noqa: E731
-    out[take(0, positive)] = spectrum[take(0, positive)]
-    if negative:
-        out[take(size - negative, size)] = spectrum[take(n - negative, n)]
-    return out
+        return block.astype(np.float32, copy=False)
+    spectrum = fft.rfft(block, axis=axis, workers=-1)
+    kept = min(n, size) // 2 + 1
+    half = np.zeros(block.shape[:axis] + (size // 2 + 1,) + block.shape[axis + 1:], dtype=spectrum.dtype)
+    take = (slice(None),) * axis
+    half[take + (slice(0, kept),)] = spectrum[take + (slice(0, kept),)]
+    # The Nyquist bin of an even length stands for one frequency, every other bin for a pair (+f and -f):
+    # a bin that changes role between the two grids changes weight.
+    if n % 2 == 0 and n < size:  # the old Nyquist becomes a pair: half of it on each side
+        half[take + (n // 2,)] *= 0.5
+    if size % 2 == 0 and size < n:  # a pair becomes the new Nyquist: both sides of it
+        half[take + (size // 2,)] *= 2.0
+    out = fft.irfft(half, n=size, axis=axis, workers=-1)
+    out *= size / n
+    return out.astype(np.float32, copy=False)

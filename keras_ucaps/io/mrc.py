@@ -24,9 +24,11 @@ back into maps derived from the volume, beside the origin.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -350,3 +352,66 @@ def write_volume(
                 mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = (int(v) for v in start)
                 mrc.update_header_stats()
     return path
+
+
+@contextlib.contextmanager
+def volume_writer(
+    path: str | os.PathLike,
+    shape: tuple[int, int, int],
+    voxel_size: float,
+    *,
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    dtype: str = "float32",
+    start: tuple[int, int, int] = (0, 0, 0),
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write an MRC volume slab by slab along z, for volumes larger than memory.
+
+    Yields ``write(slab)``: call it with consecutive (k, y, x) slabs that together fill ``shape``. The
+    header (voxel size, origin, NXSTART…, and the statistics of every voxel written) is completed at the
+    end and the file moved onto ``path`` only then, as :func:`write_volume` does; on an error nothing is
+    left behind.
+    """
+    import mrcfile
+
+    if dtype not in WRITE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(WRITE_DTYPES)}, not {dtype!r}")
+    if voxel_size is None or not voxel_size > 0:
+        raise ValueError(f"{path}: voxel size must be positive, got {voxel_size!r}")
+    kind = np.dtype(WRITE_DTYPES[dtype])
+    shape = tuple(int(n) for n in shape)
+    with atomic_path(path) as tmp:
+        mode = {"float32": 2, "float16": 12, "int8": 0}[dtype]
+        with mrcfile.new_mmap(tmp, shape=shape, mrc_mode=mode, overwrite=True) as mrc:
+            offset = mrc.header.nbytes + int(mrc.header.nsymbt)
+        done, total, total_sq, low, high = 0, 0.0, 0.0, np.inf, -np.inf
+
+        with open(tmp, "r+b") as f:
+            f.seek(offset)
+
+            def write(slab: np.ndarray) -> None:
+                nonlocal done, total, total_sq, low, high
+                slab = np.asarray(slab)
+                if slab.shape[1:] != shape[1:] or done + len(slab) > shape[0]:
+                    raise ValueError(f"{path}: slab {slab.shape} does not continue a {shape} volume at plane {done}")
+                if dtype == "int8" and slab.size and (slab.min() < -128 or slab.max() > 127):
+                    raise ValueError(f"{path}: values outside the int8 range cannot be written as int8")
+                stored = np.ascontiguousarray(slab.astype(kind, copy=False))
+                f.write(stored.tobytes())
+                if stored.size:
+                    values = stored.astype(np.float64)
+                    total += values.sum()
+                    total_sq += np.square(values).sum()
+                    low, high = min(low, values.min()), max(high, values.max())
+                done += len(slab)
+
+            yield write
+        if done != shape[0]:
+            raise ValueError(f"{path}: {done} of {shape[0]} planes were written")
+        with mrcfile.mmap(tmp, mode="r+") as mrc:
+            count = np.prod(shape)
+            mean = total / count
+            mrc.voxel_size = float(voxel_size)
+            mrc.header.origin = tuple(float(v) for v in origin)
+            mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = (int(v) for v in start)
+            mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = low, high, mean
+            mrc.header.rms = np.sqrt(max(total_sq / count - mean * mean, 0.0))

@@ -63,59 +63,100 @@ def pick_particles(
     tables = []
     structure = np.ones((3, 3, 3), dtype=bool)
     for cls in classes.classes:
-        mask = labels == cls.label
+        mask = np.equal(labels, cls.label)
         if not mask.any():
             continue
         radius = cls.radius / voxel_size
         smallest = (min_size or {}).get(cls.name, default_min_size(radius))
-        components, count = ndimage.label(mask, structure=structure)
+        components = np.empty(mask.shape, dtype=np.int32)
+        count = ndimage.label(mask, structure=structure, output=components)
+        prob = (probabilities or {}).get(cls.name)
+        # Per-component sums over the labelled voxels only (a few percent of the tomogram), never dense
+        # float64 temporaries the size of the volume as ndimage's measurements make.
+        where, values = _labelled_voxels(mask, prob)
+        del mask
+        owner = components.reshape(-1)[where]
+        sizes = np.bincount(owner, minlength=count + 1)[1:]
         index = np.arange(1, count + 1)
-        sizes = ndimage.sum_labels(mask, components, index)
         keep = index[sizes >= smallest]
         if len(keep) == 0:
             continue
-        prob = (probabilities or {}).get(cls.name)
-        weight = np.asarray(prob, dtype=np.float32) if prob is not None else mask.astype(np.float32)
         sphere = 4 / 3 * np.pi * radius**3
         whole = keep[sizes[keep - 1] <= 1.5 * sphere]
         merged = keep[sizes[keep - 1] > 1.5 * sphere]
-        centres = np.array(ndimage.center_of_mass(weight, components, whole)).reshape(-1, 3)  # z, y, x
-        scores = ndimage.mean(weight, components, whole) if prob is not None else np.full(len(whole), np.nan)
+        weights = np.bincount(owner, values, minlength=count + 1)
+        zyx = np.unravel_index(where, labels.shape)
+        centres = np.stack([np.bincount(owner, values * axis, minlength=count + 1)[whole] for axis in zyx], axis=1)
+        centres = centres / weights[whole, None]  # z, y, x
+        del zyx, where, owner
+        scores = (weights[whole] / sizes[whole - 1] if prob is not None else np.full(len(whole), np.nan))
         if len(merged):
-            peak_centres, peak_scores = _split_at_peaks(weight, components, merged, radius, prob is not None)
+            peak_centres, peak_scores = _split_at_peaks(prob, labels, cls.label, components, merged, radius)
             centres = np.concatenate([centres, peak_centres])
             scores = np.concatenate([np.asarray(scores, dtype=float), peak_scores])
+        del components
         table = ParticleTable.from_columns(centres[:, ::-1], cls.name, tomo, score=np.asarray(scores, dtype=float))
         tables.append(suppress_duplicates(table, suppress * radius))
     return ParticleTable.concat(tables)
 
 
-def _split_at_peaks(weight, components, merged, radius, scored):
-    """Local maxima of the smoothed weight inside the ``merged`` components, at least a radius apart."""
-    from scipy import ndimage
+def _labelled_voxels(mask: np.ndarray, prob) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the voxels in ``mask`` and their weights (probability, or 1), read a slab at a time
+    from a possibly memory-mapped probability map."""
+    where = np.flatnonzero(mask)
+    if prob is None:
+        return where, np.ones(len(where))
+    plane = int(np.prod(mask.shape[1:]))
+    values = np.empty(len(where), dtype=np.float64)
+    bounds = np.searchsorted(where, np.arange(0, mask.shape[0] + 1) * plane)
+    step = max(1, (64 * 2**20) // max(1, plane * 4))
+    for z in range(0, mask.shape[0], step):
+        top = min(mask.shape[0], z + step)
+        lo, hi = bounds[z], bounds[top]
+        slab = np.asarray(prob[z:top], dtype=np.float32).reshape(-1)
+        values[lo:hi] = slab[where[lo:hi] - z * plane]
+    return where, values
 
-    smooth = ndimage.gaussian_filter(weight, sigma=max(1.0, radius / 3))
-    size = 2 * int(round(radius)) + 1
-    inside = np.isin(components, merged)
-    peaks = inside & (smooth == ndimage.maximum_filter(smooth, size=size)) & (smooth > 0)
-    zyx = np.argwhere(peaks).astype(np.float64)
-    scores = np.full(len(zyx), np.nan)
-    if not scored or not len(zyx):
-        return zyx, scores
+
+def _split_at_peaks(prob, labels, label, components, merged, radius):
+    """Local maxima of the smoothed weight inside the ``merged`` components, at least a radius apart, and
+    each one's score: the mean probability of the component's voxels nearest to it.
+
+    The weight is the probability map (or the class's mask) smoothed over a third of the radius; it is
+    computed in each component's bounding box widened by the reach of the smoothing and of the maximum
+    filter, which gives the same values there as smoothing the whole map.
+    """
+    from scipy import ndimage
     from scipy.spatial import cKDTree
 
-    owners = components[tuple(zyx.T.astype(int))]
-    boxes = ndimage.find_objects(components)
-    for component in np.unique(owners):
-        members = np.flatnonzero(owners == component)
+    sigma = max(1.0, radius / 3)
+    size = 2 * int(round(radius)) + 1
+    reach = int(4.0 * sigma + 0.5) + size // 2  # gaussian_filter's truncate=4 kernel, then the maximum filter
+    shape = labels.shape
+    boxes = ndimage.find_objects(components, max_label=int(merged.max()))
+    found_centres, found_scores = [], []
+    for component in merged:
         box = boxes[component - 1]
-        local = components[box] == component
-        voxels = np.argwhere(local) + [s.start for s in box]
-        nearest = cKDTree(zyx[members]).query(voxels)[1]
-        values = weight[box][local]
-        scores[members] = np.bincount(nearest, values, len(members)) / np.maximum(
-            np.bincount(nearest, minlength=len(members)), 1)
-    return zyx, scores
+        wide = tuple(slice(max(0, s.start - reach), min(n, s.stop + reach)) for s, n in zip(box, shape, strict=True))
+        weight = (np.asarray(prob[wide], dtype=np.float32) if prob is not None
+                  else np.equal(labels[wide], label).astype(np.float32))
+        smooth = ndimage.gaussian_filter(weight, sigma=sigma)
+        local = components[wide] == component
+        peaks = local & (smooth == ndimage.maximum_filter(smooth, size=size)) & (smooth > 0)
+        corner = np.array([s.start for s in wide])
+        zyx = np.argwhere(peaks)
+        scores = np.full(len(zyx), np.nan)
+        if prob is not None and len(zyx):
+            voxels = np.argwhere(local)
+            nearest = cKDTree(zyx).query(voxels)[1]
+            values = weight[local]
+            scores = np.bincount(nearest, values, len(zyx)) / np.maximum(np.bincount(nearest, minlength=len(zyx)), 1)
+        found_centres.append((zyx + corner).astype(np.float64))
+        found_scores.append(scores)
+    centres = np.concatenate(found_centres) if found_centres else np.zeros((0, 3))
+    scores = np.concatenate(found_scores) if found_scores else np.zeros(0)
+    order = np.lexsort(centres.T[::-1])  # raster order (z, then y, then x), as one pass over the map finds them
+    return centres[order], scores[order]
 
 
 def suppress_duplicates(table: ParticleTable, distance: float) -> ParticleTable:
