@@ -83,6 +83,7 @@ def test_dockerfile_serves_the_layout_export_writes():
         assert flag in dockerfile
 
 
+@pytest.mark.slow  # CI covers it with tests/test_jax.py, which exports a run trained under JAX
 def test_a_model_saved_under_jax_exports_under_tensorflow(tmp_path):
     import os
 

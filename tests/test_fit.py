@@ -159,12 +159,13 @@ def test_split_indices_hold_out_whole_tomograms(store):
         assert set(info.tomogram[val]) == {k} and k not in set(info.tomogram[train])
 
 
-def test_architecture_options_reach_the_model(tmp_path, store):
+def test_architecture_and_sampling_options_reach_the_run(tmp_path, store):
     result = run_cli("fit", "--data", store, "--out", tmp_path / "bn", "--epochs", "1", "--normalization", "batch",
-                     *FAST)
+                     "--balance-classes", *FAST)
     assert result.returncode == 0, result.stderr[-2000:]
-    model_config = json.loads((tmp_path / "bn" / "config.json").read_text())["model"]
-    assert model_config["normalization"] == "batch" and model_config["filters"] == [4, 6, 8]
+    config = json.loads((tmp_path / "bn" / "config.json").read_text())
+    assert config["model"]["normalization"] == "batch" and config["model"]["filters"] == [4, 6, 8]
+    assert config["fit"]["balance_classes"] is True
     wrong = run_cli("fit", "--data", store, "--out", tmp_path / "x", "--dilation", *FAST)
     assert wrong.returncode == 2 and "--dilation: applies to --model ucaps only" in wrong.stderr
 

@@ -38,16 +38,19 @@ def test_one_pass_visits_every_patch_once(tmp_path):
     assert sum(int(b[0].shape[0]) for b in ds) == len(idx)
 
 
-def test_augmentation_only_uses_wedge_preserving_moves(tmp_path):
-    import tensorflow as tf
-
+def test_augmentation_only_uses_wedge_preserving_moves():
     from keras_ucaps.data.augment import augment
 
-    volume = tf.random.normal((4, 5, 6))
-    allowed = [volume, tf.reverse(volume, [0, 2]), tf.reverse(volume, [2]), tf.reverse(volume, [0])]
-    for step in range(12):
-        out, _ = augment(volume, volume, tf.constant([7, step], tf.int64))
-        assert any(np.array_equal(out.numpy(), a.numpy()) for a in allowed)
+    volume = np.random.default_rng(0).normal(size=(4, 5, 6))
+    allowed = [volume, volume[::-1, :, ::-1], volume[:, :, ::-1], volume[::-1]]
+    seen = set()
+    for step in range(24):
+        out, labels = augment(volume, volume.copy(), np.random.default_rng((7, step)))
+        assert np.array_equal(out, labels)  # image and labels move together
+        match = [k for k, a in enumerate(allowed) if np.array_equal(out, a)]
+        assert match
+        seen.add(match[0])
+    assert seen == {0, 1, 2, 3}  # every move is drawn
 
 
 def test_capsule_targets_mark_every_class_in_a_block():
@@ -57,9 +60,43 @@ def test_capsule_targets_mark_every_class_in_a_block():
     labels[9, 2, 3] = 2  # one voxel of class 2 in block (1, 0, 0): sampling block centres would miss it
     labels[0:8, 8:16, 8:16] = 1
     labels[7, 15, 15] = 2
-    present = block_presence(labels, 8, 3).numpy()
+    present = block_presence(labels, 8, 3)
     assert present.shape == (2, 2, 2, 3)
     np.testing.assert_array_equal(present[1, 0, 0], [0, 0, 1])
     np.testing.assert_array_equal(present[0, 1, 1], [0, 1, 1])
     np.testing.assert_array_equal(present[0, 0, 0], [1, 0, 0])
     assert present.sum() == 8 + 1  # one class per block, two in block (0, 1, 1)
+
+
+def test_balanced_epochs_show_a_rare_class_as_often_as_a_common_one_and_keep_the_background_share(tmp_path):
+    import dataclasses
+
+    from keras_ucaps.data.pipeline import epoch_order
+
+    info = _store(tmp_path)
+    n = 600  # 40 patches of class 1, 400 of class 2, 160 background
+    centred = np.r_[np.full(40, 1), np.full(400, 2), np.full(160, -1)].astype(np.int16)
+    info = dataclasses.replace(info, patch_class=centred, split=np.zeros(n, np.uint8))
+    indices = np.arange(n)
+    plain = epoch_order(info, indices, 3)
+    assert sorted(plain) == list(indices)  # every patch once
+    drawn = np.concatenate([epoch_order(info, indices, seed, balance=True) for seed in range(20)])
+    assert len(drawn) == 20 * n
+    shares = {label: np.mean(centred[drawn] == label) for label in (1, 2, -1)}
+    assert abs(shares[1] - shares[2]) < 0.02 and abs(shares[1] - 0.5 * 440 / 600) < 0.02
+    assert abs(shares[-1] - 160 / 600) < 0.02
+    assert set(drawn[centred[drawn] == 1]) == set(range(40))  # every rare patch appears
+
+
+def test_balancing_needs_the_class_of_each_patch(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from keras_ucaps.data.pipeline import epoch_order
+    from keras_ucaps.errors import InputError
+
+    info = _store(tmp_path)
+    assert info.patch_class is not None and len(info.patch_class) == len(info.split)
+    with pytest.raises(InputError, match="class of each patch"):
+        epoch_order(dataclasses.replace(info, patch_class=None), info.indices(0), 0, balance=True)

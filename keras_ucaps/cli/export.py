@@ -25,8 +25,16 @@ def export(run, name, version, base, tile):
     import os
     import sys
 
+    from keras_ucaps.errors import InputError
+
     if "keras" not in sys.modules:  # a SavedModel needs TensorFlow, whatever backend trained the model
         os.environ["KERAS_BACKEND"] = "tensorflow"
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise InputError("export", "a SavedModel needs TensorFlow, which is not installed here: pip install "
+                                   "tensorflow-cpu==2.21.0, or export the run folder on a machine that has it "
+                                   "(runs trained under JAX export unchanged)") from None
     from keras_ucaps.pretrained import model_path
     from keras_ucaps.serving.export import export_saved_model
 

@@ -36,14 +36,17 @@ from keras_ucaps.cli.common import reports_input_errors
               help="UNet: channels of its three levels (default 32,48,64, DeepFinder's); narrower trains faster.")
 @click.option("--reconstruction", default="mse", show_default=True, type=click.Choice(["mse", "bce"]),
               help="UCaps reconstruction loss.")
+@click.option("--balance-classes", is_flag=True,
+              help="Draw training patches so every particle class is seen equally often (background keeps its "
+                   "share): for a small or rare class.")
 @click.option("--folds", default=None, type=click.IntRange(min=2),
               help="K-fold cross-validation by tomogram: K runs in OUT/fold_K, then the mean and spread.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @reports_input_errors
 def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mixed_precision, steps_per_epoch,
-        validation_steps, levels, encoder_kernel_size, dilation, normalization, filters, reconstruction, folds, resume,
-        seed):
+        validation_steps, levels, encoder_kernel_size, dilation, normalization, filters, reconstruction,
+        balance_classes, folds, resume, seed):
     """Train a model; writes weights_best.keras, weights_last.keras, config.json, history.csv and logs/ into OUT."""
     import numpy as np
 
@@ -74,7 +77,7 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
     settings = FitSettings(model=architecture, data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, patience=patience, mixed_precision=mixed_precision,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, seed=seed,
-                           model_options=options, reconstruction=reconstruction)
+                           model_options=options, reconstruction=reconstruction, balance_classes=balance_classes)
     context = click.get_current_context()
     names = {"architecture": "model"}
     given = frozenset(names.get(p, p) for p in context.params

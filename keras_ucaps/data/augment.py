@@ -2,22 +2,23 @@
 
 The wedge lies in the (kx, kz) plane, symmetric about both axes, so these
 leave it in place: a 180° rotation about the tilt axis y (reverse z and x
-together) and a flip along x. Image and labels move together.
+together) and a flip along x. Image and labels move together. Plain numpy, so
+that the tf.data and the backend-neutral pipelines augment with one definition.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+import numpy as np
 
 
-def augment(image: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Randomly rotate by 180° about y and/or flip along x; (z, y, x, ...) tensors.
+def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Randomly rotate by 180° about y and/or flip along x; (z, y, x, ...) arrays.
 
-    ``seed`` is a stateless-random seed of shape (2,), so a run is repeatable.
+    ``rng`` draws the two coins, so a run seeded the same way augments the same way.
     """
-    coins = tf.random.stateless_uniform((2,), seed=seed) < 0.5
-    image, labels = tf.cond(coins[0], lambda: (tf.reverse(image, [0, 2]), tf.reverse(labels, [0, 2])),
-                            lambda: (image, labels))
-    image, labels = tf.cond(coins[1], lambda: (tf.reverse(image, [2]), tf.reverse(labels, [2])),
-                            lambda: (image, labels))
-    return image, labels
+    rotate, flip = rng.random(2) < 0.5
+    if rotate:
+        image, labels = image[::-1, :, ::-1], labels[::-1, :, ::-1]
+    if flip:
+        image, labels = image[:, :, ::-1], labels[:, :, ::-1]
+    return np.ascontiguousarray(image), np.ascontiguousarray(labels)

@@ -1,7 +1,13 @@
-"""Stream patches from the HDF5 store into training with tf.data.
+"""Stream patches from the HDF5 store into training: tf.data under TensorFlow, a Keras
+``PyDataset`` under any other backend, both over one definition of the samples.
 
-h5py files are opened inside the generators (one handle per reader, so readers
-never share state), and several readers interleave. Patches arrive z-scored
+:class:`PatchStream` defines them: which patches an epoch visits (:func:`epoch_order`),
+their augmentation (:mod:`keras_ucaps.data.augment`, drawn from a generator seeded by the
+run's seed, the epoch and the position, so it does not depend on who reads the patch) and
+their targets, in numpy. :func:`make_dataset` (tf.data: readers interleave, each opening the
+h5py file inside its generator) and :class:`PatchBatches` (``keras.utils.PyDataset``, for
+JAX or PyTorch, without TensorFlow) batch the same sequence: for the same seed they yield the
+same batches. Patches arrive z-scored
 with their whole tomogram's mean and standard deviation (the store does it),
 which is exactly how prediction normalises a tomogram before tiling it: so a
 tiled prediction equals a one-pass prediction. Targets are packed per model output:
@@ -38,6 +44,7 @@ class StoreInfo:
     split: np.ndarray
     tomogram: np.ndarray
     class_voxels: np.ndarray
+    patch_class: np.ndarray | None = None  # the label each patch was centred on, -1 background
 
     def indices(self, part: int) -> np.ndarray:
         return np.flatnonzero(self.split == part)
@@ -65,6 +72,7 @@ def read_store_info(path: str | os.PathLike) -> StoreInfo:
                     split=f["split"][()],
                     tomogram=f["tomogram"][()],
                     class_voxels=np.asarray(json.loads(f.attrs["class_voxels"]), dtype=np.float64),
+                    patch_class=f["class"][()] if "class" in f else None,
                 )
                 images, labels = f["images"].shape, f["labels"].shape
             except (KeyError, TypeError, ValueError) as err:  # attributes missing or not what we wrote
@@ -73,7 +81,8 @@ def read_store_info(path: str | os.PathLike) -> StoreInfo:
         raise InputError(path, f"not a readable HDF5 file ({err})") from None
     n = len(info.split)
     size = info.patch_size
-    if (images[0] != n or labels[0] != n or len(info.tomogram) != n or images[1:4] != (size,) * 3
+    if (images[0] != n or labels[0] != n or len(info.tomogram) != n
+            or (info.patch_class is not None and len(info.patch_class) != n) or images[1:4] != (size,) * 3
             or labels[1:4] != (size,) * 3):
         raise InputError(path, f"damaged patch store: images {images}, labels {labels} and {n} split entries of "
                                f"{size}³ patches do not agree")
@@ -82,16 +91,132 @@ def read_store_info(path: str | os.PathLike) -> StoreInfo:
     return info
 
 
-def block_presence(labels, stride: int, num_classes: int):
+def block_presence(labels: np.ndarray, stride: int, num_classes: int) -> np.ndarray:
     """(z/s, y/s, x/s, C) float32: 1 where class c occurs in the s³ block, background where no particle does."""
-    import tensorflow as tf
+    d, h, w = (n // stride for n in labels.shape)
+    blocks = np.asarray(labels)[:d * stride, :h * stride, :w * stride].reshape(d, stride, h, stride, w, stride)
+    blocks = blocks.transpose(0, 2, 4, 1, 3, 5).reshape(d, h, w, -1)
+    present = np.zeros((d, h, w, num_classes), dtype=np.float32)
+    for c in range(1, num_classes):
+        present[..., c] = (blocks == c).any(axis=-1)
+    present[..., 0] = 1.0 - present[..., 1:].max(axis=-1, initial=0.0)
+    return present
 
-    d, h, w = (tf.shape(labels)[i] // stride for i in range(3))
-    onehot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
-    blocks = tf.reshape(onehot, [d, stride, h, stride, w, stride, num_classes])
-    present = tf.reduce_max(blocks, axis=[1, 3, 5])
-    particle = tf.reduce_max(present[..., 1:], axis=-1, keepdims=True)
-    return tf.concat([1.0 - particle, present[..., 1:]], axis=-1)
+
+def epoch_order(info: StoreInfo, indices: np.ndarray, seed: int, *, shuffle: bool = True,
+                balance: bool = False) -> np.ndarray:
+    """The patches one epoch visits, in order.
+
+    Plain: every patch once, shuffled (or in order, ``shuffle=False``). ``balance``: as many draws as
+    patches, with replacement, such that each particle class is drawn equally often and background
+    patches keep their share of the store (a class with 40 patches is shown as often as one with 400;
+    augmentation makes the repeats differ).
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    if not balance:
+        return rng.permutation(indices) if shuffle else indices
+    if info.patch_class is None:
+        from keras_ucaps.errors import InputError
+
+        raise InputError(info.path, "store does not record the class of each patch: make it again with "
+                                    "`keras-ucaps patches` to balance classes")
+    centred = info.patch_class[indices]
+    particle = centred >= 0
+    classes, counts = np.unique(centred[particle], return_counts=True)
+    if len(classes) == 0:
+        return rng.permutation(indices)
+    share = np.zeros(len(indices))
+    share[~particle] = 1.0 / len(indices)  # background keeps its fraction
+    for label, count in zip(classes, counts, strict=True):
+        share[centred == label] = particle.mean() / len(classes) / count
+    return rng.choice(indices, size=len(indices), replace=True, p=share / share.sum())
+
+
+class PatchStream:
+    """The training samples of a patch store, in numpy: one definition for every pipeline.
+
+    Args:
+        info: the store.
+        indices: the patches to draw from.
+        outputs: the model's outputs to make targets for (``probabilities``, ``reconstruction``,
+            ``capsule_lengths``).
+        capsule_stride: voxels per final capsule along each axis (UCaps).
+        shuffle, balance: how an epoch orders its patches (:func:`epoch_order`).
+        augment: apply :func:`keras_ucaps.data.augment.augment`.
+        seed: the run's seed.
+
+    The stream is the patches of store-epoch 0, then of store-epoch 1, and so on; sample ``position`` of
+    store-epoch ``e`` is :meth:`sample` (e, position).
+    """
+
+    def __init__(self, info: StoreInfo, indices, *, outputs=("probabilities",), capsule_stride: int = 8,
+                 shuffle: bool = True, augment: bool = True, seed: int = 0, balance: bool = False):
+        self.info, self.indices = info, np.asarray(indices, dtype=np.int64)
+        self.outputs, self.capsule_stride = tuple(outputs), int(capsule_stride)
+        self.shuffle, self.augment, self.seed, self.balance = shuffle, augment, int(seed), balance
+        self._orders: dict[int, np.ndarray] = {}
+        self._file = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            self._orders = {epoch: epoch_order(self.info, self.indices, epoch + self.seed * 100003,
+                                               shuffle=self.shuffle, balance=self.balance)}
+        return self._orders[epoch]
+
+    def _images_and_labels(self):
+        if self._file is None:
+            import h5py
+
+            self._file = h5py.File(self.info.path, "r")
+        return self._file["images"], self._file["labels"]
+
+    def prepare(self, image: np.ndarray, labels: np.ndarray, epoch: int, position: int):
+        """(image (z, y, x, 1) float32, targets) of one patch."""
+        from keras_ucaps.data.augment import augment
+
+        image = np.asarray(image, dtype=np.float32)
+        if self.augment:
+            image, labels = augment(image, labels, np.random.default_rng((self.seed, epoch, position)))
+        targets = {"probabilities": np.asarray(labels, dtype=np.uint8)}
+        if "reconstruction" in self.outputs:
+            targets["reconstruction"] = np.stack([image, (labels > 0).astype(np.float32)], axis=-1)
+        if "capsule_lengths" in self.outputs:
+            targets["capsule_lengths"] = block_presence(labels, self.capsule_stride, self.info.classes.num_classes)
+        return image[..., None], targets
+
+    def sample(self, epoch: int, position: int):
+        images, labels = self._images_and_labels()
+        i = self.order(epoch)[position]
+        return self.prepare(images[i], labels[i], epoch, position)
+
+    def epoch(self, epoch: int, shard: int = 0, shards: int = 1):
+        """The samples of one store-epoch at positions shard, shard + shards, …, each file opened here."""
+        import h5py
+
+        order = epoch_order(self.info, self.indices, epoch + self.seed * 100003, shuffle=self.shuffle,
+                            balance=self.balance)
+        with h5py.File(self.info.path, "r") as f:
+            images, labels = f["images"], f["labels"]
+            for position in range(shard, len(order), shards):
+                i = order[position]
+                yield self.prepare(images[i], labels[i], epoch, position)
+
+    def signature(self):
+        """tf.TensorSpec of a sample, for tf.data."""
+        import tensorflow as tf
+
+        size, num_classes = self.info.patch_size, self.info.classes.num_classes
+        targets = {"probabilities": tf.TensorSpec((size,) * 3, tf.uint8)}
+        if "reconstruction" in self.outputs:
+            targets["reconstruction"] = tf.TensorSpec((size,) * 3 + (2,), tf.float32)
+        if "capsule_lengths" in self.outputs:
+            side = size // self.capsule_stride
+            targets["capsule_lengths"] = tf.TensorSpec((side,) * 3 + (num_classes,), tf.float32)
+        return tf.TensorSpec((size,) * 3 + (1,), tf.float32), targets
 
 
 def make_dataset(
@@ -106,60 +231,89 @@ def make_dataset(
     repeat: bool = True,
     readers: int = 2,
     seed: int = 0,
+    balance: bool = False,
 ):
-    """A tf.data pipeline of (image, targets) batches from the patches ``indices``.
+    """A tf.data pipeline of (image, targets) batches of the :class:`PatchStream` over ``indices``.
 
-    Each epoch visits every patch once (shuffled); ``repeat`` loops forever.
+    ``readers`` generators each read every ``readers``-th sample and are interleaved back into the stream's
+    order; ``repeat`` loops over store-epochs forever (batches then run across their boundaries), else one
+    pass with a last partial batch.
     """
-    import h5py
     import tensorflow as tf
 
-    from keras_ucaps.data.augment import augment as augment_fn
-
-    indices = np.asarray(indices, dtype=np.int64)
-    num_classes = info.classes.num_classes
-    size = info.patch_size
-    path = info.path
-    readers = max(1, min(readers, len(indices)))
-
-    def reader(shard: int, epoch_seed: int):
-        order = np.random.default_rng(epoch_seed).permutation(indices) if shuffle else indices
-        with h5py.File(path, "r") as f:
-            images, labels = f["images"], f["labels"]
-            for i in order[shard::readers]:
-                yield images[i], labels[i]
-
-    signature = (tf.TensorSpec((size, size, size), tf.float16), tf.TensorSpec((size, size, size), tf.uint8))
+    stream = PatchStream(info, indices, outputs=outputs, capsule_stride=capsule_stride, shuffle=shuffle,
+                         augment=augment, seed=seed, balance=balance)
+    readers = max(1, min(readers, len(stream)))
+    signature = stream.signature()
 
     def epoch(epoch_index):
         shards = tf.data.Dataset.range(readers)
         return shards.interleave(
-            lambda shard: tf.data.Dataset.from_generator(
-                reader, output_signature=signature, args=(shard, epoch_index + seed * 100003)),
-            cycle_length=readers, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle,
-        )
+            lambda shard: tf.data.Dataset.from_generator(stream.epoch, output_signature=signature,
+                                                         args=(epoch_index, shard, readers)),
+            cycle_length=readers, block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    epochs = tf.data.Dataset.range(2**62 if repeat else 1)
-    ds = epochs.flat_map(epoch)
-    if shuffle:
-        ds = ds.shuffle(max(8, 4 * batch_size), seed=seed)
-    ds = ds.enumerate()
-
-    def prepare(step, pair):
-        image, labels = pair
-        image = tf.cast(image, tf.float32)
-        if augment:
-            image, labels = augment_fn(image, labels, tf.stack([tf.cast(seed, tf.int64), step]))
-        targets = {"probabilities": labels}
-        if "reconstruction" in outputs:
-            targets["reconstruction"] = tf.stack([image, tf.cast(labels > 0, tf.float32)], axis=-1)
-        if "capsule_lengths" in outputs:
-            targets["capsule_lengths"] = block_presence(labels, capsule_stride, num_classes)
-        return image[..., None], targets
-
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.range(2**62 if repeat else 1).flat_map(epoch)
     ds = ds.batch(batch_size, drop_remainder=repeat).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     # Patches come from a generator, not files: workers of a cluster split the batches.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return ds.with_options(options)
+
+
+def patch_batches(info: StoreInfo, indices, *, batch_size: int, steps: int | None = None, repeat: bool = True,
+                  workers: int = 2, **stream_options):
+    """The backend-neutral pipeline: a :class:`PatchBatches` (``keras.utils.PyDataset``) of the same batches
+    :func:`make_dataset` gives for the same arguments."""
+    stream = PatchStream(info, indices, **stream_options)
+    return PatchBatches(stream, batch_size, steps=steps, repeat=repeat, workers=workers)
+
+
+try:
+    import keras as _keras
+
+    _PyDataset = _keras.utils.PyDataset
+except ImportError:  # pragma: no cover (keras is a dependency)
+    _PyDataset = object
+
+
+class PatchBatches(_PyDataset):
+    """Batches of a :class:`PatchStream` as a ``keras.utils.PyDataset`` (any backend, no TensorFlow).
+
+    With ``repeat``, ``steps`` batches per Keras epoch run through the stream continuously (as tf.data's
+    repeated stream does): Keras epoch k, batch i holds stream samples ((k·steps + i)·batch_size …); else one
+    pass over the patches, the last batch partial. ``workers`` threads prepare batches ahead.
+    """
+
+    def __init__(self, stream: PatchStream, batch_size: int, *, steps: int | None = None, repeat: bool = True,
+                 workers: int = 2):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max(4, 2 * workers))
+        self.stream, self.batch_size, self.repeat = stream, int(batch_size), repeat
+        per_pass = len(stream) // self.batch_size if repeat else -(-len(stream) // self.batch_size)
+        self.steps = int(steps or max(1, per_pass))
+        self.keras_epoch = 0
+        import threading
+
+        self._lock = threading.Lock()  # h5py serialises reads anyway; one open file for every thread
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, index: int):
+        start = ((self.keras_epoch * self.steps if self.repeat else 0) + index) * self.batch_size
+        stop = start + self.batch_size if self.repeat else min(start + self.batch_size, len(self.stream))
+        samples = []
+        for position in range(start, stop):
+            epoch, within = divmod(position, len(self.stream))
+            with self._lock:
+                images, labels = self.stream._images_and_labels()
+                i = self.stream.order(epoch)[within]
+                image, label = images[i], labels[i]
+            samples.append(self.stream.prepare(image, label, epoch, within))
+        images = np.stack([s[0] for s in samples])
+        targets = {k: np.stack([s[1][k] for s in samples]) for k in samples[0][1]}
+        return images, targets
+
+    def on_epoch_end(self) -> None:
+        if self.repeat:
+            self.keras_epoch += 1

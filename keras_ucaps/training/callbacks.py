@@ -61,6 +61,59 @@ def schedule_callbacks(patience: int, state: dict | None) -> tuple[ResumableEarl
     )
 
 
+class StepTimer(keras.callbacks.Callback):
+    """Adds to each epoch's logs (and so to history.csv) ``step_seconds``, the median wall time of its
+    training steps (a step's first call, which compiles, is an outlier the median ignores), and, on a GPU,
+    ``peak_accelerator_gb``, the device memory peak so far."""
+
+    def __init__(self):
+        super().__init__()
+        self._steps: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        import time
+
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        import time
+
+        self._steps.append(time.perf_counter() - self._start)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if self._steps:
+            logs["step_seconds"] = float(np.median(self._steps))
+        peak = accelerator_peak_bytes()
+        if peak is not None:
+            logs["peak_accelerator_gb"] = peak / 2**30
+
+
+def accelerator_peak_bytes() -> int | None:
+    """Peak memory in use on the first GPU so far, under TensorFlow or JAX; ``None`` without a GPU."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            stats = device.memory_stats() if device.platform == "gpu" else None
+            return int(stats["peak_bytes_in_use"]) if stats else None
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_logical_devices("GPU"):
+                return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+    except (KeyError, RuntimeError, ValueError):
+        return None
+    return None
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """After each epoch: the best model if validation loss improved, the last
     model, and a checkpoint (weights, optimizer variables, callback state)

@@ -59,6 +59,9 @@ class FitSettings:
     reconstruction : {"mse", "bce"}
     folds, fold : int, optional
         K-fold cross-validation by tomogram: this run holds out fold ``fold`` of ``folds``.
+    balance_classes : bool
+        Draw training patches so that every particle class is seen equally often (background keeps its
+        share); see :func:`keras_ucaps.data.pipeline.epoch_order`.
     """
 
     model: str = "ucaps"
@@ -78,6 +81,7 @@ class FitSettings:
     reconstruction: str = "mse"
     folds: int | None = None
     fold: int | None = None
+    balance_classes: bool = False
     version: int = CONFIG_VERSION
 
     def __post_init__(self):
@@ -100,8 +104,6 @@ class FitSettings:
 
 
 def precision_policy(choice: str) -> str:
-    import tensorflow as tf
-
     if choice == "off":
         return "float32"
     if choice == "fp16":
@@ -110,7 +112,37 @@ def precision_policy(choice: str) -> str:
         return "mixed_bfloat16"
     # On a CPU bfloat16 is slower than float32 wherever we measured it (10x for the UNet on AVX2, which has
     # no bf16 instructions): it only saves memory, so it is asked for by name (--mixed-precision bf16).
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    return "mixed_float16" if accelerators() else "float32"
+
+
+def accelerators() -> list:
+    """The GPUs the Keras backend sees (TensorFlow's, JAX's or PyTorch's)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.config.list_logical_devices("GPU")
+    if backend == "jax":
+        import jax
+
+        return [d for d in jax.devices() if d.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return list(range(torch.cuda.device_count()))
+    return []
+
+
+def has_tensorflow() -> bool:
+    """Whether TensorFlow can be imported (TensorBoard logs need it; training under JAX does not)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except ImportError:
+        return False
 
 
 def tf_config() -> dict:
@@ -119,8 +151,21 @@ def tf_config() -> dict:
 
 
 def distribution_strategy():
-    """MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
-    MirroredStrategy when several GPUs are visible, else the default strategy."""
+    """Under TensorFlow: MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
+    MirroredStrategy when several GPUs are visible, else the default strategy. Under JAX: data
+    parallel over every device (``keras.distribution.DataParallel``) when there are several, and
+    ``None`` (no strategy) otherwise or under another backend."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = jax.devices()
+        if len(devices) > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        return None
+    if keras.backend.backend() != "tensorflow":
+        return None
     import tensorflow as tf
 
     cluster = tf_config().get("cluster", {})
@@ -262,7 +307,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
 
     from keras_ucaps.data.pipeline import make_dataset, read_store_info
     from keras_ucaps.models import build_model
-    from keras_ucaps.training.callbacks import RunCheckpoint, schedule_callbacks
+    from keras_ucaps.training.callbacks import RunCheckpoint, StepTimer, schedule_callbacks
     from keras_ucaps.training.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss, class_weights
     from keras_ucaps.training.metrics import ClassDice
 
@@ -297,7 +342,9 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     weights = class_weights(info.class_voxels)
     num_classes = info.classes.num_classes
     strategy = strategy or distribution_strategy()
-    with strategy.scope():
+    import contextlib
+
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = build_model(settings.model, num_classes, **settings.model_options)
         if info.patch_size % model.patch_multiple:
             raise InputError(info.path, f"patch size {info.patch_size} is not a multiple of {model.patch_multiple}")
@@ -327,27 +374,43 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
 
     stride = 2 ** model.levels if settings.model == "ucaps" else 1
     common = dict(outputs=outputs, capsule_stride=stride, seed=settings.seed)
-    train_ds = make_dataset(info, train_idx, batch_size=settings.batch_size, **common)
-    val_ds = make_dataset(info, val_idx, batch_size=settings.batch_size, shuffle=False, augment=False,
-                          repeat=False, **common)
     steps = settings.steps_per_epoch or max(1, len(train_idx) // settings.batch_size)
     validation_steps = settings.validation_steps or -(-len(val_idx) // settings.batch_size)
+    initial_epoch = state["epoch"] if state else 0
+    on_tensorflow = keras.backend.backend() == "tensorflow"
+    if on_tensorflow:
+        train_ds = make_dataset(info, train_idx, batch_size=settings.batch_size, balance=settings.balance_classes,
+                                **common)
+        val_ds = make_dataset(info, val_idx, batch_size=settings.batch_size, shuffle=False, augment=False,
+                              repeat=False, **common)
+    else:  # the same batches through keras.utils.PyDataset: no TensorFlow needed
+        from keras_ucaps.data.pipeline import patch_batches
+
+        train_ds = patch_batches(info, train_idx, batch_size=settings.batch_size, steps=steps,
+                                 balance=settings.balance_classes, **common)
+        train_ds.keras_epoch = initial_epoch  # a resumed run goes on where the stream was
+        val_ds = patch_batches(info, val_idx, batch_size=settings.batch_size, repeat=False, shuffle=False,
+                               augment=False, **common)
+        validation_steps = min(validation_steps, len(val_ds))
     schedule = schedule_callbacks(settings.patience, state)
     callbacks = [
         *schedule,
+        StepTimer(),  # before the logger: its figures go into history.csv
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=state is not None),
-        keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False),
+        *([keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False)] if has_tensorflow() else []),
         RunCheckpoint(out, schedule, state),  # last: it records the schedule's counters
     ]
-    initial_epoch = state["epoch"] if state else 0
     if verbose == "auto":
         import sys
 
         verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, a line per epoch in logs
     if initial_epoch < settings.epochs:
-        import tensorflow as tf
+        multi_worker = False
+        if on_tensorflow:
+            import tensorflow as tf
 
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        if multi_worker:
             from keras_ucaps.training.loop import fit_distributed
 
             fit_distributed(model, strategy, train_ds, val_ds, losses=losses, loss_weights=loss_weights,
@@ -357,5 +420,5 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         else:
             model.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
                       steps_per_epoch=steps, validation_steps=validation_steps, callbacks=callbacks,
-                      verbose=verbose)
+                      verbose=verbose, shuffle=False)  # the stream is shuffled already, in a seeded order
     return json.loads((out / "checkpoint" / "state.json").read_text())["best_logs"]
