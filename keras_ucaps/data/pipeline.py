@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 
+import keras
 import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
@@ -147,7 +148,7 @@ class PatchStream:
         seed: the run's seed.
 
     The stream is the patches of store-epoch 0, then of store-epoch 1, and so on; sample ``position`` of
-    store-epoch ``e`` is :meth:`sample` (e, position).
+    store-epoch ``e`` is :meth:`prepare` applied to :meth:`read` (e, position).
     """
 
     def __init__(self, info: StoreInfo, indices, *, outputs=("probabilities",), capsule_stride: int = 8,
@@ -162,17 +163,23 @@ class PatchStream:
         return len(self.indices)
 
     def order(self, epoch: int) -> np.ndarray:
-        if epoch not in self._orders:
-            self._orders = {epoch: epoch_order(self.info, self.indices, epoch + self.seed * 100003,
-                                               shuffle=self.shuffle, balance=self.balance)}
-        return self._orders[epoch]
+        """The patches store-epoch ``epoch`` visits (the latest epoch's order is kept)."""
+        order = self._orders.get(epoch)
+        if order is None:
+            order = epoch_order(self.info, self.indices, epoch + self.seed * 100003, shuffle=self.shuffle,
+                                balance=self.balance)
+            self._orders = {epoch: order}
+        return order
 
-    def _images_and_labels(self):
+    def read(self, epoch: int, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored image and labels of sample ``position`` of store-epoch ``epoch``, from one file handle kept
+        open (callers on several threads hold a lock)."""
         if self._file is None:
             import h5py
 
             self._file = h5py.File(self.info.path, "r")
-        return self._file["images"], self._file["labels"]
+        i = self.order(epoch)[position]
+        return self._file["images"][i], self._file["labels"][i]
 
     def prepare(self, image: np.ndarray, labels: np.ndarray, epoch: int, position: int):
         """(image (z, y, x, 1) float32, targets) of one patch."""
@@ -188,17 +195,11 @@ class PatchStream:
             targets["capsule_lengths"] = block_presence(labels, self.capsule_stride, self.info.classes.num_classes)
         return image[..., None], targets
 
-    def sample(self, epoch: int, position: int):
-        images, labels = self._images_and_labels()
-        i = self.order(epoch)[position]
-        return self.prepare(images[i], labels[i], epoch, position)
-
     def epoch(self, epoch: int, shard: int = 0, shards: int = 1):
         """The samples of one store-epoch at positions shard, shard + shards, …, each file opened here."""
         import h5py
 
-        order = epoch_order(self.info, self.indices, epoch + self.seed * 100003, shuffle=self.shuffle,
-                            balance=self.balance)
+        order = self.order(epoch)
         with h5py.File(self.info.path, "r") as f:
             images, labels = f["images"], f["labels"]
             for position in range(shard, len(order), shards):
@@ -269,15 +270,7 @@ def patch_batches(info: StoreInfo, indices, *, batch_size: int, steps: int | Non
     return PatchBatches(stream, batch_size, steps=steps, repeat=repeat, workers=workers)
 
 
-try:
-    import keras as _keras
-
-    _PyDataset = _keras.utils.PyDataset
-except ImportError:  # pragma: no cover (keras is a dependency)
-    _PyDataset = object
-
-
-class PatchBatches(_PyDataset):
+class PatchBatches(keras.utils.PyDataset):
     """Batches of a :class:`PatchStream` as a ``keras.utils.PyDataset`` (any backend, no TensorFlow).
 
     With ``repeat``, ``steps`` batches per Keras epoch run through the stream continuously (as tf.data's
@@ -306,9 +299,7 @@ class PatchBatches(_PyDataset):
         for position in range(start, stop):
             epoch, within = divmod(position, len(self.stream))
             with self._lock:
-                images, labels = self.stream._images_and_labels()
-                i = self.stream.order(epoch)[within]
-                image, label = images[i], labels[i]
+                image, label = self.stream.read(epoch, within)
             samples.append(self.stream.prepare(image, label, epoch, within))
         images = np.stack([s[0] for s in samples])
         targets = {k: np.stack([s[1][k] for s in samples]) for k in samples[0][1]}
