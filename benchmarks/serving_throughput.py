@@ -46,7 +46,8 @@ def main():
     import keras
 
     from keras_ucaps import pretrained
-    from keras_ucaps.inference.predict import _Normalised, predict_volume, tomogram_statistics
+    from keras_ucaps.data.normalization import measure
+    from keras_ucaps.inference.predict import normalised_view, predict_volume
     from keras_ucaps.inference.tiling import count_tiles
     from keras_ucaps.serving.client import RemoteModel, ServingClient
 
@@ -61,7 +62,7 @@ def main():
     volumes = []
     for t in tomos:
         data = read_volume(t).data
-        volumes.append(_Normalised(data, *tomogram_statistics(data)))
+        volumes.append(normalised_view(data, measure(data, "tomogram z-score")))  # the bundled models' method
 
     port = args.port or _free_port()
     server = subprocess.Popen([sys.executable, "-m", "keras_ucaps.serving.loopback", "--base",

@@ -81,8 +81,8 @@ def test_tta_averages_the_eight_flips(tmp_path):
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.inference.predict import (
         TTA_FLIPS,
-        _Normalised,
         load_model,
+        normalised_view,
         predict_tomogram,
         predict_volume,
     )
@@ -97,11 +97,15 @@ def test_tta_averages_the_eight_flips(tmp_path):
     write_volume(tmp_path / "t.mrc", data, 10.0)
     loaded = load_model(run)
     files = predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / "out", tta=True, tile=32)
+    from keras_ucaps.data.normalization import ZSCORE, Normalization
+
+    assert loaded.normalization == ZSCORE  # a config without "normalization" (runs of before) is z-scored
     mean, std = float(data.mean(dtype=np.float64)), float(data.std(dtype=np.float64))
+    zscore = Normalization(ZSCORE, data.shape, (0, 0, 0), (mean,), std)
     expected = np.zeros(data.shape, np.float32)
     for axes in TTA_FLIPS:
         view = np.flip(data, axes) if axes else data
-        p = predict_volume(loaded.model, _Normalised(view, mean, std), 2, tile=32, margin=4,
+        p = predict_volume(loaded.model, normalised_view(view, zscore), 2, tile=32, margin=4,
                            scratch=tmp_path / "s")
         expected += (np.flip(np.asarray(p)[..., 1], axes) if axes else np.asarray(p)[..., 1]) / len(TTA_FLIPS)
     plain = predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / "plain", tile=32)

@@ -34,6 +34,11 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_s
               help="Share of tomograms held out (or of the x extent, with one tomogram).")
 @click.option("--radius-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Multiply class radii for the sphere labels.")
+@click.option("--normalization", default="robust", show_default=True, type=click.Choice(["robust", "zscore"]),
+              help="How each tomogram is normalised (prediction does the same): robust subtracts a smooth "
+                   "background fitted to block medians (outlier blocks such as carbon or gold left out) and "
+                   "divides by the robust standard deviation, clipping at ±8; zscore uses the tomogram's mean "
+                   "and standard deviation (as before).")
 @voxel_size_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @copick_options
@@ -41,8 +46,8 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_s
 @click.option("--session-id", default=None, help="With --copick: which session's picks (default: any).")
 @reports_input_errors
 def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_size, per_particle, jitter,
-            background_fraction, validation_fraction, radius_scale, voxel_size, seed, copick_config, copick_runs,
-            copick_voxel_spacing, copick_tomo_type, user_id, session_id):
+            background_fraction, validation_fraction, radius_scale, normalization, voxel_size, seed, copick_config,
+            copick_runs, copick_voxel_spacing, copick_tomo_type, user_id, session_id):
     """Cut patches around particles (and of background) into one HDF5 file for `fit`.
 
     Validation patches come from separate tomograms when there are two or
@@ -51,6 +56,7 @@ def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_
     """
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.cli.common import choose_tomogram, open_copick, resolve_voxel_size
+    from keras_ucaps.data.normalization import METHODS
     from keras_ucaps.data.patches import PatchSettings, Source, build_patch_store
     from keras_ucaps.data.targets import sphere_targets
     from keras_ucaps.errors import InputError
@@ -82,7 +88,7 @@ def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_
     classes = ClassRegistry.load(classes_path)
     settings = PatchSettings(patch_size=int(patch_size), jitter=jitter, per_particle=per_particle,
                              background_fraction=background_fraction, validation_fraction=validation_fraction,
-                             seed=seed)
+                             seed=seed, normalization=METHODS[normalization])
     sources, common_voxel_size = [], None
     for run in runs:
         volume = project.volume(run)

@@ -1,7 +1,8 @@
 """The HDF5 patch store: training patches cut from tomograms, with their labels.
 
-One file holds, for every patch, the tomogram voxels (float16, z-scored with
-the whole tomogram's mean and standard deviation), the label voxels (uint8),
+One file holds, for every patch, the tomogram voxels (float16, normalised as
+``data.normalization`` says: by default a robust background and scale measured on
+the whole tomogram), the label voxels (uint8),
 the tomogram it came from, its centre (x, y, z voxels) and the class of the
 particle it was centred on (-1 for a background patch). Datasets are chunked
 one patch per chunk (64³ for 64³ patches), images uncompressed and labels lzf:
@@ -17,8 +18,9 @@ Layout::
     /class      (N,) int16   label of the particle it was centred on, -1 background
     /split      (N,) uint8   0 train, 1 validation
     attrs: version, classes (registry JSON), voxel_size, patch_size,
-           tomograms (JSON list of names), tomogram_stats (JSON {name: [mean, std]}),
-           normalization, split_method, class_voxels (JSON, training voxels per label)
+           tomograms (JSON list of names), tomogram_stats (JSON {name: Normalization.to_dict()};
+           [mean, std] in stores of before), normalization (its method), split_method,
+           class_voxels (JSON, training voxels per label)
 
 Validation is split by tomogram when there are two or more (about a fifth of
 them, at least one); with a single tomogram, the last fifth along x is held
@@ -35,7 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
-from keras_ucaps.data.normalization import tomogram_statistics
+from keras_ucaps.data.normalization import METHODS, ROBUST, measure
 from keras_ucaps.errors import InputError
 from keras_ucaps.io.atomic import atomic_path
 from keras_ucaps.io.mrc import Volume
@@ -43,7 +45,6 @@ from keras_ucaps.io.particles import ParticleTable
 
 STORE_VERSION = 1
 PATCH_SIZES = (32, 48, 64)
-NORMALIZATION = "tomogram z-score"
 
 
 @dataclasses.dataclass
@@ -73,6 +74,9 @@ class PatchSettings:
     validation_fraction : float
         Share of tomograms (or of the single tomogram's x extent) held out.
     seed : int
+    normalization : str
+        ``"robust"`` or ``"tomogram z-score"`` (see :mod:`keras_ucaps.data.normalization`); prediction
+        applies the same.
     """
 
     patch_size: int = 64
@@ -81,12 +85,15 @@ class PatchSettings:
     background_fraction: float = 0.2
     validation_fraction: float = 0.2
     seed: int = 0
+    normalization: str = ROBUST
 
     def __post_init__(self):
         if self.patch_size not in PATCH_SIZES:
             raise InputError("--patch-size", f"must be one of {PATCH_SIZES}, got {self.patch_size}")
         if not 0 <= self.jitter < 0.5:
             raise InputError("--jitter", f"must lie in [0, 0.5), got {self.jitter}")
+        if self.normalization not in METHODS.values():
+            raise InputError("--normalization", f"must be one of {sorted(METHODS.values())}, got {self.normalization}")
 
 
 def build_patch_store(
@@ -113,10 +120,7 @@ def build_patch_store(
     if not plans:
         raise InputError(names[0], "no patches could be cut (no particles?)")
     n = len(plans)
-    stats = {}
-    for s in sources:
-        data = s.volume.data
-        stats[s.name] = list(tomogram_statistics(data))
+    norms = {s.name: measure(s.volume.data, settings.normalization) for s in sources}
     class_voxels = np.zeros(classes.num_classes, dtype=np.int64)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         chunk = (1, size, size, size)
@@ -129,8 +133,7 @@ def build_patch_store(
         for i, (t, centre_xyz, label, part) in enumerate(plans):
             src = sources[t]
             box = _box(centre_xyz, size)
-            mean, std = stats[src.name]
-            images[i] = ((np.asarray(src.volume.data[box], dtype=np.float32) - mean) / std).astype(np.float16)
+            images[i] = norms[src.name].apply(src.volume.data[box], box).astype(np.float16)
             patch_labels = np.asarray(src.labels[box], dtype=np.uint8)
             labels[i] = patch_labels
             tomogram[i], centres[i], klass[i], split[i] = t, centre_xyz, label, part
@@ -143,8 +146,8 @@ def build_patch_store(
             voxel_size=float(voxel_size),
             patch_size=size,
             tomograms=json.dumps(names),
-            tomogram_stats=json.dumps(stats),
-            normalization=NORMALIZATION,
+            tomogram_stats=json.dumps({name: n.to_dict() for name, n in norms.items()}),
+            normalization=settings.normalization,
             split_method="tomogram" if len(sources) > 1 else "region (last fifth along x)",
             class_voxels=json.dumps(class_voxels.tolist()),
             settings=json.dumps(dataclasses.asdict(settings)),

@@ -46,6 +46,7 @@ class StoreInfo:
     tomogram: np.ndarray
     class_voxels: np.ndarray
     patch_class: np.ndarray | None = None  # the label each patch was centred on, -1 background
+    normalization: str = "tomogram z-score"  # how the patches were normalised (prediction does the same)
 
     def indices(self, part: int) -> np.ndarray:
         return np.flatnonzero(self.split == part)
@@ -74,6 +75,7 @@ def read_store_info(path: str | os.PathLike) -> StoreInfo:
                     tomogram=f["tomogram"][()],
                     class_voxels=np.asarray(json.loads(f.attrs["class_voxels"]), dtype=np.float64),
                     patch_class=f["class"][()] if "class" in f else None,
+                    normalization=str(f.attrs.get("normalization", "tomogram z-score")),
                 )
                 images, labels = f["images"].shape, f["labels"].shape
             except (KeyError, TypeError, ValueError) as err:  # attributes missing or not what we wrote

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
-from keras_ucaps.data.normalization import tomogram_statistics
+from keras_ucaps.data.normalization import METHODS, ZSCORE, Normalization, measure
 from keras_ucaps.errors import InputError, KerasUcapsWarning
 from keras_ucaps.io.atomic import check_output, remove_stale_scratch, scratch_folder
 from keras_ucaps.io.diskarray import DiskArray, slabs
@@ -50,6 +50,7 @@ class LoadedModel:
     voxel_size: float | None
     patch_size: int
     contract: TileContract
+    normalization: str = ZSCORE  # how its training patches were normalised: prediction does the same
 
 
 def load_remote(address: str, model_name: str, version: int | None = None,
@@ -60,7 +61,16 @@ def load_remote(address: str, model_name: str, version: int | None = None,
     remote = RemoteModel(ServingClient(address, model_name, version), concurrency or DEFAULT_CONCURRENCY)
     config = remote.config
     classes = ClassRegistry.from_dict(config["classes"], f"{address}/{model_name}")
-    return LoadedModel(remote, classes, config.get("voxel_size"), remote.tile, remote.contract)
+    return LoadedModel(remote, classes, config.get("voxel_size"), remote.tile, remote.contract,
+                       _normalization(config, f"{address}/{model_name}"))
+
+
+def _normalization(config: dict, source) -> str:
+    method = config.get("normalization", ZSCORE)
+    if method not in METHODS.values():
+        raise InputError(source, f"unknown normalization {method!r} (this keras-ucaps knows "
+                                 f"{', '.join(sorted(METHODS.values()))})")
+    return method
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
@@ -108,7 +118,8 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             raise InputError(config_path, "patch_size and voxel_size must be numbers") from None
         if voxel_size is not None and not (0 < voxel_size < float("inf")):
             raise InputError(config_path, f"voxel_size {voxel_size} is not a size in Å")
-        return LoadedModel(model, classes, voxel_size, patch_size, model.tile_contract(patch_size))
+        return LoadedModel(model, classes, voxel_size, patch_size, model.tile_contract(patch_size),
+                           _normalization(config, config_path))
     classes = ClassRegistry.from_radii({f"class_{i}": 1.0 for i in range(1, outputs)}, source=str(weights))
     return LoadedModel(model, classes, None, 64, model.tile_contract(64))
 
@@ -300,11 +311,11 @@ def predict_tomogram(
         # Everything the size of the tomogram lives on disk in the staging folder, read a slab or a tile
         # at a time: the resampled tomogram, the blended sums, the TTA average.
         data = fourier_resample(volume.data, grid, scratch=staging) if rescale else volume.data
-        mean, std = tomogram_statistics(data)
+        normalization = measure(data, loaded.normalization)
         num_classes = loaded.classes.num_classes
         flips = TTA_FLIPS if tta else ((),)
         for axes in flips:
-            predicted = predict_volume(loaded.model, _Normalised(data, mean, std, axes), num_classes, tile=tile,
+            predicted = predict_volume(loaded.model, normalised_view(data, normalization, axes), num_classes, tile=tile,
                                        margin=margin, batch_size=batch_size, scratch=staging,
                                        progress=progress, fixed_tiles=fixed, blend=not contract.whole_input)
             if len(flips) == 1:
@@ -379,16 +390,18 @@ def onto_tomogram_grid(probabilities, a: int, b: int, shape: tuple[int, int, int
     return out
 
 
-class _Normalised:
-    """A lazily z-scored view of a (possibly memory-mapped or on-disk) volume, flipped along ``flip`` axes."""
+class normalised_view:  # noqa: N801 (used like a function: normalised_view(data, normalization)[region])
+    """A lazily normalised view of a (possibly memory-mapped or on-disk) volume, flipped along ``flip`` axes:
+    ``view[region]`` is ``normalization.apply(data[region], region)``, a region read at a time."""
 
-    def __init__(self, data, mean, std, flip: tuple[int, ...] = ()):
-        self.data, self.mean, self.std, self.flip = data, mean, std, tuple(flip)
+    def __init__(self, data, normalization: Normalization, flip: tuple[int, ...] = ()):
+        self.data, self.normalization, self.flip = data, normalization, tuple(flip)
         self.shape = tuple(int(n) for n in data.shape)
 
     def __getitem__(self, region):
+        region = tuple(slice(*s.indices(n)[:2]) for s, n in zip(region, self.shape, strict=True))
         if self.flip:  # the mirror region of the volume, flipped
-            region = tuple(slice(n - (s.stop if s.stop is not None else n), n - (s.start or 0)) if axis in self.flip
-                           else s for axis, (s, n) in enumerate(zip(region, self.shape, strict=True)))
-            return np.flip((np.asarray(self.data[region], dtype=np.float32) - self.mean) / self.std, self.flip)
-        return (np.asarray(self.data[region], dtype=np.float32) - self.mean) / self.std
+            region = tuple(slice(n - s.stop, n - s.start) if axis in self.flip else s
+                           for axis, (s, n) in enumerate(zip(region, self.shape, strict=True)))
+            return np.flip(self.normalization.apply(self.data[region], region), self.flip)
+        return self.normalization.apply(self.data[region], region)

@@ -80,8 +80,9 @@ def _config_of(run, loaded, tile: int) -> dict:
     config.update(classes=loaded.classes.to_dict(), voxel_size=loaded.voxel_size, tile=tile,
                   model_class=type(loaded.model).__name__, model_config=loaded.model.get_config(),
                   patch_multiple=loaded.contract.multiple, tile_contract=loaded.contract.to_dict(),
-                  normalization=config.get("normalization", "tomogram z-score"),
-                  input="tomogram_patch: float32 [batch, D, H, W, 1], z-scored with the tomogram's mean and std",
+                  normalization=loaded.normalization,
+                  input="tomogram_patch: float32 [batch, D, H, W, 1], the tomogram normalised by 'normalization' "
+                        "(keras_ucaps.data.normalization: measured on the whole tomogram, applied per region)",
                   output="probabilities: float32 [batch, D, H, W, C], C = classes + background (label 0)")
     return config
 
