@@ -33,16 +33,27 @@ SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512,
               help="Stop after this many particles (distractors included).")
 @click.option("--slab", "slab_thickness", default=None, type=click.IntRange(min=1),
               help="Slab thickness in voxels (default: 3/4 of the depth).")
-@click.option("--snr", default=0.1, show_default=True, type=float, help="Signal-to-noise ratio per projection.")
+@click.option("--snr", default=None, type=float,
+              help="Signal-to-noise ratio (variance ratio) per projection [default: 0.1]. A thicker slab projects "
+                   "more signal, so at one --snr its tomogram is noisier per voxel.")
+@click.option("--tomogram-snr", default=None, type=float,
+              help="Instead of --snr: the SNR of the reconstructed tomogram over the particle slab (equal "
+                   "per-voxel noise whatever the thickness). Both are recorded in NAME_settings.json.")
 @click.option("--tilt-range", nargs=3, type=float, default=(-60.0, 60.0, 3.0), show_default=True,
               metavar="FIRST LAST STEP", help="Tilt angles in degrees.")
 @click.option("--mode", type=click.Choice(["tilt-series", "fast"]), default="tilt-series", show_default=True,
               help="tilt-series: project, CTF, noise, weighted back-projection; fast: the same effects in 3D "
                    "Fourier space.")
+@click.option("--randomize", is_flag=True,
+              help="Draw per tomogram, for training sets that cover real data: SNR 0.03-0.5 per projection "
+                   "(log-uniform), defocus 1.5-6 µm, B-factor 50-600 Å², each side of the tilt range 40-70° "
+                   "with steps of 2-4°, slab 40-95 % of the depth, voxel size ±10 % (resampled to "
+                   "--voxel-size), a low-frequency background of up to 1.5 standard deviations, occupancy "
+                   "0.05-0.3. Every drawn value goes into NAME_settings.json ('randomized').")
 @click.option("--seed", default=0, show_default=True, type=int)
 @reports_input_errors
 def simulate(preset, size, shape, out, count, name, class_maps, distractors, voxel_size, occupancy,
-             max_particles, slab_thickness, snr, tilt_range, mode, seed):
+             max_particles, slab_thickness, snr, tomogram_snr, tilt_range, mode, randomize, seed):
     """Simulate tomograms with particle tables and label maps as ground truth.
 
     Writes NAME.mrc (tomogram, zero mean, unit variance), NAME_labels.mrc
@@ -50,16 +61,25 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
     (x, y, z in voxels, ZYZ angles), NAME_distractors.csv, classes.json and
     NAME_settings.json.
     """
-    from keras_ucaps.data.simulate import settings_for_preset, write_simulation
+    from keras_ucaps.data.simulate import randomized, settings_for_preset, write_simulation
     from keras_ucaps.data.simulate import simulate as run
     from keras_ucaps.errors import InputError
 
+    if randomize:
+        context = click.get_current_context()
+        for param in ("snr", "tomogram_snr", "tilt_range", "occupancy", "slab_thickness"):
+            if context.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE:
+                option = "--slab" if param == "slab_thickness" else "--" + param.replace("_", "-")
+                raise InputError(option, "is drawn per tomogram with --randomize: give one or the other")
+    if snr is not None and tomogram_snr is not None:
+        raise InputError("--tomogram-snr", "give --snr (per projection) or --tomogram-snr, not both")
     if not name.strip(".") or any(c in name for c in "/\\\0"):
         raise InputError("--name", f"{name!r} is a file name stem: no '/', no '..' (files go into --out)")
 
     overrides = dict(
         shape=tuple(shape) if shape else SIZES[size], voxel_size=voxel_size, occupancy=occupancy,
-        max_particles=max_particles, slab_thickness=slab_thickness, snr=snr, tilt_range=tuple(tilt_range), mode=mode,
+        max_particles=max_particles, slab_thickness=slab_thickness, snr=0.1 if snr is None else snr,
+        tomogram_snr=tomogram_snr, tilt_range=tuple(tilt_range), mode=mode,
     )
     if class_maps is not None:
         overrides["classes"] = [c.strip() for c in class_maps.split(",") if c.strip()]
@@ -67,11 +87,15 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
         overrides["distractors"] = [c.strip() for c in distractors.split(",") if c.strip()]
     for i in range(count):
         tomo = name if count == 1 else f"{name}_{i:02d}"
-        sim = run(settings_for_preset(preset, seed=seed + i, **overrides), tomo)
-        files = write_simulation(sim, out, tomo)
+        settings, drawn = settings_for_preset(preset, seed=seed + i, **overrides), None
+        if randomize:
+            settings, drawn = randomized(settings, seed + i)
+        sim = run(settings, tomo)
+        files = write_simulation(sim, out, tomo, randomized=drawn)
         z, y, x = sim.settings.shape
-        click.echo(f"{files['tomogram']}: {x}×{y}×{z} voxels (x×y×z) at {voxel_size:g} Å, SNR {snr:g}, {mode}, "
-                   f"{sum(sim.seconds.values()):.1f} s")
+        per = f"SNR {sim.settings.snr:.3g} per projection, " if tomogram_snr is None else ""
+        click.echo(f"{files['tomogram']}: {x}×{y}×{z} voxels (x×y×z) at {voxel_size:g} Å, {per}tomogram SNR "
+                   f"{sim.measured['tomogram_snr']:.3g}, {mode}, {sum(sim.seconds.values()):.1f} s")
         for cls in sim.classes.classes:
             n = int((sim.particles.class_name == cls.name).sum())
             click.echo(f"  {cls.name:>8}: {n:4d} particles, label {cls.label}, radius {cls.radius:g} Å")

@@ -7,7 +7,10 @@
 2. ``mode="tilt-series"``: project a tilt series about y, apply a per-tilt CTF,
    add noise at the requested SNR per projection, and reconstruct by weighted
    back-projection. ``mode="fast"``: missing wedge, CTF and noise applied in 3D
-   Fourier space.
+   Fourier space. With ``tomogram_snr`` the noise is scaled instead so that the
+   reconstructed tomogram has that SNR over the particle slab (a thicker slab
+   projects more signal, so at one SNR per projection its tomogram is noisier per
+   voxel). The tomogram's SNR over the slab is measured and recorded either way.
 3. The tomogram is normalised to zero mean and unit variance.
 
 Ground truth: the particle table (x, y, z in voxels; ZYZ angles of the rotation
@@ -71,9 +74,18 @@ class SimulationSettings:
     distractor_fraction : float
         Share of placed particles that are distractors (when any are given).
     snr : float
-        Signal-to-noise ratio (variance ratio) per projection.
+        Signal-to-noise ratio (variance ratio) per projection (``mode="fast"``: in the volume).
+    tomogram_snr : float, optional
+        Instead of ``snr``: the SNR (variance ratio of the noise-free reconstruction to the reconstructed
+        noise) of the tomogram over the particle slab.
     tilt_range : tuple of float
         First tilt, last tilt, step (degrees).
+    voxel_size_scale : float
+        Simulate at ``voxel_size × voxel_size_scale`` Å (templates, noise and all) and resample the result
+        onto the ``shape`` grid at ``voxel_size``: as a microscope whose pixel size is off by that much.
+    background : float
+        Amplitude (in the tomogram's standard deviations) of a low-frequency background added at the end:
+        a smooth random field and a linear gradient (ice thickness, uneven illumination).
     mode : {"tilt-series", "fast"}
     seed : int
     microscope : Microscope
@@ -88,6 +100,9 @@ class SimulationSettings:
     max_particles: int | None = None
     distractor_fraction: float = 0.2
     snr: float = 0.1
+    tomogram_snr: float | None = None
+    voxel_size_scale: float = 1.0
+    background: float = 0.0
     tilt_range: tuple[float, float, float] = (-60.0, 60.0, 3.0)
     mode: str = "tilt-series"
     seed: int = 0
@@ -103,6 +118,12 @@ class SimulationSettings:
             raise InputError("--occupancy", f"must lie in (0, 0.7), got {self.occupancy}")
         if not self.snr > 0:
             raise InputError("--snr", f"must be positive, got {self.snr}")
+        if not 0.5 <= self.voxel_size_scale <= 2.0:
+            raise InputError("--voxel-size", f"scale {self.voxel_size_scale} out of [0.5, 2]")
+        if not self.background >= 0:
+            raise InputError("--background", f"must be zero or positive, got {self.background}")
+        if self.tomogram_snr is not None and not self.tomogram_snr > 0:
+            raise InputError("--tomogram-snr", f"must be positive, got {self.tomogram_snr}")
         if len(self.shape) != 3 or min(self.shape) < 8:
             raise InputError("--shape", f"needs three sizes of at least 8 voxels, got {self.shape}")
         start, stop, step = self.tilt_range
@@ -132,6 +153,7 @@ class Simulation:
     tilt_series: np.ndarray | None = None
     clean_tilt_series: np.ndarray | None = None
     seconds: dict = dataclasses.field(default_factory=dict)
+    measured: dict = dataclasses.field(default_factory=dict)  # tomogram_snr over the particle slab
 
 
 def settings_for_preset(preset: str, **overrides) -> SimulationSettings:
@@ -145,8 +167,50 @@ def class_registry(templates: Sequence[Template]) -> ClassRegistry:
     return ClassRegistry.from_radii({t.name: t.radius for t in templates}, source="simulation")
 
 
+# What `simulate --randomize` draws for each tomogram, to cover real data rather than one microscope.
+RANDOM_RANGES = {
+    "snr": (0.03, 0.5),  # per projection, log-uniform
+    "defocus_um": (1.5, 6.0),  # centre of the per-tilt underfocus range (± 0.5 µm)
+    "b_factor": (50.0, 600.0),  # Å², envelope
+    "tilt_max": (40.0, 70.0),  # each side of the tilt range, drawn separately (asymmetric wedges)
+    "tilt_step": (2.0, 3.0, 4.0),  # degrees, one of
+    "slab_fraction": (0.4, 0.95),  # particle slab thickness as a fraction of the depth
+    "voxel_size_scale": (0.9, 1.1),  # simulated at this × the voxel size, resampled to it
+    "background": (0.0, 1.5),  # low-frequency background amplitude, tomogram standard deviations
+    "occupancy": (0.05, 0.3),  # crowding
+}
+
+
+def randomized(settings: SimulationSettings, seed: int) -> tuple[SimulationSettings, dict]:
+    """``settings`` with SNR, defocus, B-factor, tilt range and step, slab thickness, voxel size, background
+    and crowding drawn from :data:`RANDOM_RANGES` (a generator seeded by ``seed``); returns the settings
+    and the drawn values."""
+    rng = np.random.default_rng([seed, 1729])
+    r = RANDOM_RANGES
+    defocus = float(rng.uniform(*r["defocus_um"]))
+    drawn = {
+        "snr": float(np.exp(rng.uniform(*np.log(r["snr"])))),
+        "defocus_um": [round(defocus - 0.5, 4), round(defocus + 0.5, 4)],
+        "b_factor": float(rng.uniform(*r["b_factor"])),
+        "tilt_range": [-float(rng.uniform(*r["tilt_max"])), float(rng.uniform(*r["tilt_max"])),
+                       float(rng.choice(r["tilt_step"]))],
+        "slab_thickness": max(4, int(round(rng.uniform(*r["slab_fraction"]) * settings.shape[0]))),
+        "voxel_size_scale": float(rng.uniform(*r["voxel_size_scale"])),
+        "background": float(rng.uniform(*r["background"])),
+        "occupancy": float(rng.uniform(*r["occupancy"])),
+    }
+    microscope = dataclasses.replace(settings.microscope, defocus_range=tuple(drawn["defocus_um"]),
+                                     b_factor=drawn["b_factor"])
+    return dataclasses.replace(
+        settings, snr=drawn["snr"], tomogram_snr=None, microscope=microscope, tilt_range=tuple(drawn["tilt_range"]),
+        slab_thickness=drawn["slab_thickness"], voxel_size_scale=drawn["voxel_size_scale"],
+        background=drawn["background"], occupancy=drawn["occupancy"]), drawn
+
+
 def simulate(settings: SimulationSettings, name: str = "tomo") -> Simulation:
     """Simulate one tomogram (see the module docstring for the steps)."""
+    if settings.voxel_size_scale != 1.0:
+        return _at_another_voxel_size(settings, name)
     rng = np.random.default_rng(settings.seed)
     seconds = {}
     start = time.perf_counter()
@@ -158,17 +222,26 @@ def simulate(settings: SimulationSettings, name: str = "tomo") -> Simulation:
 
     start = time.perf_counter()
     series = clean = None
+    snr = None if settings.tomogram_snr is not None else settings.snr  # None: unit noise, scaled below
     if settings.mode == "tilt-series":
         from keras_ucaps.data.tilt_series import project
 
         angles = tilt_angles(*settings.tilt_range)
         projections = project(density, angles)
-        series, clean, _ = image_series(projections, settings.voxel_size, settings.snr, settings.microscope, rng)
-        tomogram = reconstruct(series, angles, settings.shape[0])
+        series, clean, _ = image_series(projections, settings.voxel_size, snr, settings.microscope, rng)
+        signal = reconstruct(clean, angles, settings.shape[0])
+        noise = reconstruct(series - clean, angles, settings.shape[0])  # back-projection is linear
     else:
         max_tilt = max(abs(settings.tilt_range[0]), abs(settings.tilt_range[1]))
-        tomogram = fast_tomogram(density, settings.voxel_size, settings.snr, max_tilt, settings.microscope, rng)
-    tomogram = ((tomogram - tomogram.mean()) / max(float(tomogram.std()), 1e-12)).astype(np.float32)
+        signal, noise = fast_tomogram(density, settings.voxel_size, snr or 1.0, max_tilt, settings.microscope, rng)
+    slab = slice(*settings.slab)
+    if settings.tomogram_snr is not None:
+        gain = np.sqrt(signal[slab].var() / settings.tomogram_snr / max(float(noise[slab].var()), 1e-20))
+        noise *= np.float32(gain)
+        if series is not None:
+            series = clean + (series - clean) * np.float32(gain)
+    measured = {"tomogram_snr": float(signal[slab].var() / max(float(noise[slab].var()), 1e-20))}
+    tomogram = _with_background(_zscore(signal + noise), settings)
     seconds["imaging"] = time.perf_counter() - start
 
     sphere_labels = sphere_targets(particles, settings.shape, classes, settings.voxel_size, source="simulation")
@@ -184,7 +257,58 @@ def simulate(settings: SimulationSettings, name: str = "tomo") -> Simulation:
         tilt_series=series,
         clean_tilt_series=clean,
         seconds=seconds,
+        measured=measured,
     )
+
+
+def _zscore(volume: np.ndarray) -> np.ndarray:
+    return ((volume - volume.mean()) / max(float(volume.std()), 1e-12)).astype(np.float32)
+
+
+def _with_background(tomogram: np.ndarray, settings: SimulationSettings) -> np.ndarray:
+    """The tomogram plus ``settings.background`` × a unit-variance low-frequency field (a random field
+    smoothed over a sixth of the largest side, and a linear gradient in a random direction), z-scored again."""
+    if not settings.background:
+        return tomogram
+    from scipy import ndimage
+
+    rng = np.random.default_rng([settings.seed, 31])
+    field = ndimage.gaussian_filter(rng.normal(size=tomogram.shape), max(tomogram.shape) / 6, mode="wrap")
+    field = (field - field.mean()) / max(field.std(), 1e-12)
+    direction = rng.normal(size=3)
+    axes = np.meshgrid(*(np.linspace(-1, 1, n) for n in tomogram.shape), indexing="ij")
+    gradient = sum(d * a for d, a in zip(direction, axes, strict=True))
+    gradient = (gradient - gradient.mean()) / max(gradient.std(), 1e-12)
+    both = field + gradient
+    return _zscore(tomogram + settings.background * both / both.std())
+
+
+def _at_another_voxel_size(settings: SimulationSettings, name: str) -> Simulation:
+    """Simulate at ``voxel_size × voxel_size_scale`` over the same physical extent, then bring every map onto
+    the ``shape`` grid (Fourier resampling; labels by nearest voxel) and the particles into its voxels."""
+    from scipy import ndimage
+
+    from keras_ucaps.inference.resample import fourier_resample
+
+    scale = settings.voxel_size_scale
+    inner_shape = tuple(max(8, int(round(n / scale))) for n in settings.shape)
+    inner = dataclasses.replace(
+        settings, voxel_size=settings.voxel_size * scale, shape=inner_shape, voxel_size_scale=1.0, background=0.0,
+        slab_thickness=None if settings.slab_thickness is None else max(1, int(round(settings.slab_thickness / scale))))
+    sim = simulate(inner, name)
+    start = time.perf_counter()
+    # Sample j of the target grid lies at j × inner / target of the simulated one (first voxels aligned).
+    factor = np.array([t / i for t, i in zip(settings.shape, inner_shape, strict=True)])  # (z, y, x)
+    tomogram = _with_background(_zscore(fourier_resample(sim.tomogram, settings.shape)), settings)
+    density = fourier_resample(sim.density, settings.shape)
+    masks = ndimage.affine_transform(sim.mask_labels, 1 / factor, output_shape=settings.shape, order=0, mode="nearest")
+    particles = dataclasses.replace(sim.particles, coords=sim.particles.coords * factor[::-1])
+    distractors = dataclasses.replace(sim.distractors, coords=sim.distractors.coords * factor[::-1])
+    sphere_labels = sphere_targets(particles, settings.shape, sim.classes, settings.voxel_size, source="simulation")
+    seconds = {**sim.seconds, "resampling": time.perf_counter() - start}
+    return dataclasses.replace(sim, tomogram=tomogram, density=density, sphere_labels=sphere_labels,
+                               mask_labels=masks.astype(sim.mask_labels.dtype), particles=particles,
+                               distractors=distractors, settings=settings, seconds=seconds)
 
 
 def place_particles(
@@ -286,7 +410,7 @@ def _table(rows, name: str) -> ParticleTable:
     return ParticleTable.from_columns(np.array(coords), list(names), name, angles=np.array(angles))
 
 
-def write_simulation(sim: Simulation, out: Path, name: str = "tomo") -> dict[str, Path]:
+def write_simulation(sim: Simulation, out: Path, name: str = "tomo", randomized: dict | None = None) -> dict[str, Path]:
     """Write a simulation's files into ``out`` (each atomically); returns them by role.
 
     ``NAME.mrc`` (tomogram), ``NAME_labels.mrc`` (spheres), ``NAME_masks.mrc``
@@ -307,6 +431,9 @@ def write_simulation(sim: Simulation, out: Path, name: str = "tomo") -> dict[str
     }
     settings = dataclasses.asdict(sim.settings)
     settings["seconds"] = {k: round(v, 2) for k, v in sim.seconds.items()}
+    settings["measured"] = {k: round(v, 5) for k, v in sim.measured.items()}
+    if randomized is not None:  # what --randomize drew (also in the settings above)
+        settings["randomized"] = randomized
     from keras_ucaps.io.jsonfile import write_json
 
     files["settings"] = write_json(out / f"{name}_settings.json", settings)

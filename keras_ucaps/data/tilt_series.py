@@ -122,7 +122,7 @@ def image_series(
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply a per-tilt CTF and add white noise at ``snr`` (signal variance over
-    noise variance, per projection).
+    noise variance, per projection); ``snr=None``: noise of standard deviation 1.
 
     Returns the noisy series, the noise-free (CTF-filtered) series and the
     defocus of each tilt in µm.
@@ -136,7 +136,7 @@ def image_series(
     noisy = np.empty_like(projections)
     for t, image in enumerate(projections):
         clean[t] = -np.fft.irfft2(np.fft.rfft2(image) * ctf(k2, defocus[t], microscope), s=(ny, nu))
-        sigma = np.sqrt(clean[t].var() / snr) if clean[t].var() > 0 else 1.0
+        sigma = 1.0 if snr is None or clean[t].var() == 0 else np.sqrt(clean[t].var() / snr)
         noisy[t] = clean[t] + rng.normal(0.0, sigma, size=clean[t].shape).astype(np.float32)
     return noisy, clean, defocus
 
@@ -164,11 +164,11 @@ def fast_tomogram(
     max_tilt_deg: float,
     microscope: Microscope,
     rng: np.random.Generator,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Missing wedge, CTF (mean defocus) and noise applied directly in 3D Fourier space.
 
     ``snr`` is the variance of the imaged signal over that of the (equally
-    wedge-filtered) noise in the volume.
+    wedge-filtered) noise in the volume. Returns the signal and the noise (their sum is the tomogram).
     """
     from scipy import fft
 
@@ -182,4 +182,4 @@ def fast_tomogram(
     noise = rng.normal(size=shape).astype(np.float32)
     noise = fft.irfftn(fft.rfftn(noise, workers=-1) * wedge_mask(shape, max_tilt_deg), s=shape, workers=-1)
     noise *= np.sqrt(signal.var() / snr / max(noise.var(), 1e-20))
-    return (signal + noise).astype(np.float32)
+    return signal.astype(np.float32), noise.astype(np.float32)
