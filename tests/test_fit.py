@@ -37,7 +37,10 @@ def test_fit_writes_a_complete_run_folder(tmp_path, store):
     config = json.loads((run / "config.json").read_text())
     assert config["architecture"] == "unet" and config["voxel_size"] == VOXEL_SIZE and config["patch_size"] == 32
     assert [c["name"] for c in config["classes"]["classes"]] == ["big", "small"]
-    assert len(config["class_weights"]) == 3 and config["normalization"] == "tomogram z-score"
+    assert len(config["class_weights"]) == 3 and config["normalization"] == "robust"  # the store's method
+    from keras_ucaps.inference.predict import load_model
+
+    assert load_model(run).normalization == "robust"  # and prediction normalises the same way
     header = (run / "history.csv").read_text().splitlines()[0]
     assert "val_dice_big" in header and "val_dice_small" in header and "val_loss" in header
     model = keras.saving.load_model(run / "weights_best.keras")
@@ -159,11 +162,8 @@ def test_split_indices_hold_out_whole_tomograms(store):
         assert set(info.tomogram[val]) == {k} and k not in set(info.tomogram[train])
 
 
-def test_architecture_and_sampling_options_reach_the_run(tmp_path, store):
-    result = run_cli("fit", "--data", store, "--out", tmp_path / "bn", "--epochs", "1", "--normalization", "batch",
-                     "--balance-classes", *FAST)
-    assert result.returncode == 0, result.stderr[-2000:]
-    config = json.loads((tmp_path / "bn" / "config.json").read_text())
+def test_architecture_and_sampling_options_reach_the_run(tmp_path, store, one_epoch_run):
+    config = json.loads((one_epoch_run / "config.json").read_text())
     assert config["model"]["normalization"] == "batch" and config["model"]["filters"] == [4, 6, 8]
     assert config["fit"]["balance_classes"] is True
     wrong = run_cli("fit", "--data", store, "--out", tmp_path / "x", "--dilation", *FAST)
@@ -184,8 +184,10 @@ def test_auto_precision_is_float32_on_a_cpu():
 
 @pytest.fixture(scope="module")
 def one_epoch_run(tmp_path_factory, store):
+    """A one-epoch run (with batch normalisation and balanced sampling, which a test checks reach the run)."""
     run = tmp_path_factory.mktemp("base") / "run"
-    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "1", *FAST)
+    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "1", "--normalization", "batch",
+                     "--balance-classes", *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
     return run
 
@@ -211,7 +213,8 @@ def test_a_second_fit_into_a_busy_run_folder_is_refused(tmp_path, store):
     assert not (tmp_path / "run" / "config.json").exists()
 
 
-@pytest.mark.parametrize("option, value", [("--batch-size", "4"), ("--lr", "0.01"), ("--model", "ucaps")])
+@pytest.mark.parametrize("option, value", [("--batch-size", "4"), ("--lr", "0.01"), ("--model", "ucaps"),
+                                           ("--filters", "4,6,10")])
 def test_resume_refuses_settings_that_differ_from_the_run(tmp_path, store, one_epoch_run, option, value):
     run = _copy(one_epoch_run, tmp_path)
     args = dict(zip(FAST[::2], FAST[1::2], strict=True))
@@ -221,6 +224,8 @@ def test_resume_refuses_settings_that_differ_from_the_run(tmp_path, store, one_e
     result = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", "--resume",
                      *[x for pair in args.items() for x in pair])
     assert result.returncode == 2 and option in result.stderr and "only --epochs" in result.stderr
+    if option == "--filters":  # named alone, not beside the run's other architecture options
+        assert "{'filters': [4, 6, 10]} differs from the run's {'filters': [4, 6, 8]}" in result.stderr
 
 
 def test_resume_takes_a_complete_checkpoint_left_in_the_swap(tmp_path, store, one_epoch_run):

@@ -158,10 +158,8 @@ def distribution_strategy():
     import keras
 
     if keras.backend.backend() == "jax":
-        import jax
-
-        devices = jax.devices()
-        if len(devices) > 1:
+        devices = data_parallel_devices()
+        if devices:
             keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         return None
     if keras.backend.backend() != "tensorflow":
@@ -174,6 +172,18 @@ def distribution_strategy():
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def data_parallel_devices() -> list:
+    """Under JAX, the devices a batch is split over when there are several (else none)."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return []
+    import jax
+
+    devices = jax.devices()
+    return devices if len(devices) > 1 else []
 
 
 def split_indices(info, settings: FitSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +215,7 @@ def run_config(settings: FitSettings, info, class_weight_list, model) -> dict:
         "voxel_size": info.voxel_size,
         "patch_size": info.patch_size,
         "patch_multiple": int(model.patch_multiple),
-        "normalization": "tomogram z-score",
+        "normalization": info.normalization,
         "class_weights": class_weight_list,
         "fit": dataclasses.asdict(settings),
         "data": {"path": os.path.abspath(info.path), "tomograms": info.tomograms},
@@ -213,7 +223,7 @@ def run_config(settings: FitSettings, info, class_weight_list, model) -> dict:
 
 
 RESUMABLE = ("epochs",)  # what a resumed run may change
-OPTION_NAMES = {"learning_rate": "lr", "model_options": "levels/--encoder-kernel-size/--dilation/--normalization"}
+OPTION_NAMES = {"learning_rate": "lr"}
 
 
 def resumed_settings(saved: dict, asked: FitSettings, given: frozenset[str], source: Path) -> FitSettings:
@@ -221,15 +231,20 @@ def resumed_settings(saved: dict, asked: FitSettings, given: frozenset[str], sou
     run = FitSettings.from_dict({**saved, "epochs": asked.epochs}, str(source))
     for name in sorted(given - set(RESUMABLE) - {"out"}):
         mine, theirs = getattr(run, name), getattr(asked, name)
+        option = OPTION_NAMES.get(name, name.replace("_", "-"))
         if name == "data":
             if not Path(mine).exists() and Path(theirs).exists():
                 run = dataclasses.replace(run, data=os.path.abspath(theirs))  # the store moved: take the new path
                 continue
             same = Path(theirs).exists() and Path(mine).exists() and os.path.samefile(mine, theirs)
+        elif name == "model_options":  # each architecture option given must be the run's (others stay the run's)
+            mismatch = {k: v for k, v in theirs.items() if mine.get(k) != v}
+            same = not mismatch
+            theirs, mine = mismatch, {k: mine.get(k) for k in mismatch}
+            option = "/--".join(k.replace("_", "-") for k in mismatch)
         else:
             same = mine == theirs
         if not same:
-            option = OPTION_NAMES.get(name, name.replace("_", "-"))
             raise InputError(f"--{option}", f"{theirs!r} differs from the run's {mine!r}: a resumed run keeps its "
                                             "settings (only --epochs may change); start a new --out to change it")
     if not Path(run.data).exists():
@@ -341,6 +356,16 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     train_idx, val_idx = split_indices(info, settings)
     weights = class_weights(info.class_voxels)
     num_classes = info.classes.num_classes
+    devices = data_parallel_devices()
+    if devices and settings.batch_size % len(devices):
+        raise InputError("--batch-size", f"{settings.batch_size} does not split over the {len(devices)} devices of "
+                                         f"data parallel training: give a multiple of {len(devices)}")
+    if devices and len(val_idx) < settings.batch_size:
+        raise InputError(info.path, f"{len(val_idx)} validation patches make no full batch of "
+                                    f"{settings.batch_size} to split over {len(devices)} devices")
+    if devices and verbose:
+        print(f"data parallel over {len(devices)} {devices[0].platform} devices "
+              f"({settings.batch_size // len(devices)} samples each per step)", flush=True)
     strategy = strategy or distribution_strategy()
     import contextlib
 
@@ -386,12 +411,14 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     else:  # the same batches through keras.utils.PyDataset: no TensorFlow needed
         from keras_ucaps.data.pipeline import patch_batches
 
+
         train_ds = patch_batches(info, train_idx, batch_size=settings.batch_size, steps=steps,
                                  balance=settings.balance_classes, **common)
         train_ds.keras_epoch = initial_epoch  # a resumed run goes on where the stream was
         val_ds = patch_batches(info, val_idx, batch_size=settings.batch_size, repeat=False, shuffle=False,
                                augment=False, **common)
-        validation_steps = min(validation_steps, len(val_ds))
+        # Over several devices every batch must split evenly: validation leaves out its last, partial batch.
+        validation_steps = min(validation_steps, len(val_idx) // settings.batch_size if devices else len(val_ds))
     schedule = schedule_callbacks(settings.patience, state)
     callbacks = [
         *schedule,
