@@ -165,7 +165,7 @@ def test_split_indices_hold_out_whole_tomograms(store):
 def test_architecture_and_sampling_options_reach_the_run(tmp_path, store, one_epoch_run):
     config = json.loads((one_epoch_run / "config.json").read_text())
     assert config["model"]["normalization"] == "batch" and config["model"]["filters"] == [4, 6, 8]
-    assert config["fit"]["balance_classes"] is True
+    assert config["fit"]["balance_classes"] is True and config["fit"]["augment_imaging"] is True
     wrong = run_cli("fit", "--data", store, "--out", tmp_path / "x", "--dilation", *FAST)
     assert wrong.returncode == 2 and "--dilation: applies to --model ucaps only" in wrong.stderr
 
@@ -184,10 +184,11 @@ def test_auto_precision_is_float32_on_a_cpu():
 
 @pytest.fixture(scope="module")
 def one_epoch_run(tmp_path_factory, store):
-    """A one-epoch run (with batch normalisation and balanced sampling, which a test checks reach the run)."""
+    """A one-epoch run (with batch normalisation, balanced sampling and imaging augmentation, which a test checks
+    reach the run)."""
     run = tmp_path_factory.mktemp("base") / "run"
     result = run_cli("fit", "--data", store, "--out", run, "--epochs", "1", "--normalization", "batch",
-                     "--balance-classes", *FAST)
+                     "--balance-classes", "--augment-imaging", *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
     return run
 

@@ -53,6 +53,45 @@ def test_augmentation_only_uses_wedge_preserving_moves():
     assert seen == {0, 1, 2, 3}  # every move is drawn
 
 
+def test_imaging_augmentation_scales_blurs_adds_noise_and_changes_gain_with_labels_in_step():
+    """--augment-imaging: each effect is drawn about half the time; a scaled image keeps its labels on it."""
+    from keras_ucaps.data.augment import imaging
+
+    z, y, x = np.mgrid[:32, :32, :32]
+    ball = ((z - 15.5) ** 2 + (y - 15.5) ** 2 + (x - 15.5) ** 2 <= 8**2).astype(np.float32)
+    counts = np.zeros(4)
+    for step in range(40):
+        out, labels = imaging(ball, ball.astype(np.uint8), np.random.default_rng((3, step)))
+        assert out.dtype == np.float32 and out.shape == labels.shape == ball.shape
+        scaled = not np.array_equal(labels, ball)
+        counts += [scaled, 0, 0, 0]
+        residual = out - ball
+        counts[1] += np.abs(np.diff(out, axis=2)).max() < 0.9 and not scaled  # blurred: no sharp edge left
+        counts[2] += residual[ball == 0].std() > 0.03  # noise (or a gain) in the background
+        counts[3] += abs(out[ball == 1].mean() - 1) > 0.05 and not scaled
+    assert counts[0] >= 8 and counts[1] >= 4 and counts[2] >= 8 and counts[3] >= 4, counts
+    # The same generator state gives the same patch (both pipelines rely on it).
+    a = imaging(ball, ball, np.random.default_rng(9))[0]
+    assert np.array_equal(a, imaging(ball, ball, np.random.default_rng(9))[0])
+
+
+def test_scaled_labels_follow_the_scaled_image():
+    """Draws where only the anisotropic scaling applies: the image (a ball) and its labels stay in step."""
+    from keras_ucaps.data.augment import imaging
+
+    z, y, x = np.mgrid[:32, :32, :32]
+    ball = ((z - 15.5) ** 2 + (y - 15.5) ** 2 + (x - 15.5) ** 2 <= 8**2).astype(np.float32)
+    checked = 0
+    for step in range(200):
+        coins = np.random.default_rng((5, step)).random(4) < 0.5  # imaging's first draws
+        if not (coins[0] and not coins[1:].any()):
+            continue
+        out, labels = imaging(ball, ball.astype(np.uint8), np.random.default_rng((5, step)))
+        assert np.mean((out > 0.5) != (labels > 0)) < 0.006  # edge voxels only (a scale the other way: > 0.015)
+        checked += not np.array_equal(labels, ball)  # scaled visibly
+    assert checked >= 3
+
+
 def test_capsule_targets_mark_every_class_in_a_block():
     from keras_ucaps.data.pipeline import block_presence
 

@@ -147,6 +147,7 @@ class PatchStream:
         capsule_stride: voxels per final capsule along each axis (UCaps).
         shuffle, balance: how an epoch orders its patches (:func:`epoch_order`).
         augment: apply :func:`keras_ucaps.data.augment.augment`.
+        imaging: also apply :func:`keras_ucaps.data.augment.imaging` (with ``augment``).
         seed: the run's seed.
 
     The stream is the patches of store-epoch 0, then of store-epoch 1, and so on; sample ``position`` of
@@ -154,10 +155,12 @@ class PatchStream:
     """
 
     def __init__(self, info: StoreInfo, indices, *, outputs=("probabilities",), capsule_stride: int = 8,
-                 shuffle: bool = True, augment: bool = True, seed: int = 0, balance: bool = False):
+                 shuffle: bool = True, augment: bool = True, seed: int = 0, balance: bool = False,
+                 imaging: bool = False):
         self.info, self.indices = info, np.asarray(indices, dtype=np.int64)
         self.outputs, self.capsule_stride = tuple(outputs), int(capsule_stride)
         self.shuffle, self.augment, self.seed, self.balance = shuffle, augment, int(seed), balance
+        self.imaging = imaging
         self._orders: dict[int, np.ndarray] = {}
         self._file = None
 
@@ -185,11 +188,14 @@ class PatchStream:
 
     def prepare(self, image: np.ndarray, labels: np.ndarray, epoch: int, position: int):
         """(image (z, y, x, 1) float32, targets) of one patch."""
-        from keras_ucaps.data.augment import augment
+        from keras_ucaps.data.augment import augment, imaging
 
         image = np.asarray(image, dtype=np.float32)
         if self.augment:
-            image, labels = augment(image, labels, np.random.default_rng((self.seed, epoch, position)))
+            rng = np.random.default_rng((self.seed, epoch, position))
+            image, labels = augment(image, labels, rng)
+            if self.imaging:
+                image, labels = imaging(image, labels, rng)
         targets = {"probabilities": np.asarray(labels, dtype=np.uint8)}
         if "reconstruction" in self.outputs:
             targets["reconstruction"] = np.stack([image, (labels > 0).astype(np.float32)], axis=-1)
@@ -235,6 +241,7 @@ def make_dataset(
     readers: int = 2,
     seed: int = 0,
     balance: bool = False,
+    imaging: bool = False,
 ):
     """A tf.data pipeline of (image, targets) batches of the :class:`PatchStream` over ``indices``.
 
@@ -245,7 +252,7 @@ def make_dataset(
     import tensorflow as tf
 
     stream = PatchStream(info, indices, outputs=outputs, capsule_stride=capsule_stride, shuffle=shuffle,
-                         augment=augment, seed=seed, balance=balance)
+                         augment=augment, seed=seed, balance=balance, imaging=imaging)
     readers = max(1, min(readers, len(stream)))
     signature = stream.signature()
 

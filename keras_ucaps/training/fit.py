@@ -62,6 +62,9 @@ class FitSettings:
     balance_classes : bool
         Draw training patches so that every particle class is seen equally often (background keeps its
         share); see :func:`keras_ucaps.data.pipeline.epoch_order`.
+    augment_imaging : bool
+        Also augment what differs between microscopes: scale, blur, noise, gain and offset
+        (:func:`keras_ucaps.data.augment.imaging`).
     """
 
     model: str = "ucaps"
@@ -82,6 +85,7 @@ class FitSettings:
     folds: int | None = None
     fold: int | None = None
     balance_classes: bool = False
+    augment_imaging: bool = False
     version: int = CONFIG_VERSION
 
     def __post_init__(self):
@@ -405,7 +409,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     on_tensorflow = keras.backend.backend() == "tensorflow"
     if on_tensorflow:
         train_ds = make_dataset(info, train_idx, batch_size=settings.batch_size, balance=settings.balance_classes,
-                                **common)
+                                imaging=settings.augment_imaging, **common)
         val_ds = make_dataset(info, val_idx, batch_size=settings.batch_size, shuffle=False, augment=False,
                               repeat=False, **common)
     else:  # the same batches through keras.utils.PyDataset: no TensorFlow needed
@@ -413,7 +417,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
 
 
         train_ds = patch_batches(info, train_idx, batch_size=settings.batch_size, steps=steps,
-                                 balance=settings.balance_classes, **common)
+                                 balance=settings.balance_classes, imaging=settings.augment_imaging, **common)
         train_ds.keras_epoch = initial_epoch  # a resumed run goes on where the stream was
         val_ds = patch_batches(info, val_idx, batch_size=settings.batch_size, repeat=False, shuffle=False,
                                augment=False, **common)
