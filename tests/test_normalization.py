@@ -61,9 +61,10 @@ def test_a_region_is_normalised_as_the_whole_volume_is_and_the_settings_round_tr
     assert Normalization.from_dict([2.0, 4.0]).apply(np.array([[[6.0]]]), WHOLE) == 1.0  # stores of before
 
 
-def test_patches_store_the_normalisation_fit_keeps_it_and_predict_applies_it(tmp_path):
-    """The store's images are the robust normalisation of the tomogram; `patches --normalization zscore`
-    keeps the z-score; fit's config names the store's method, and predict normalises by it."""
+def test_patches_store_the_normalisation_and_the_view_prediction_reads_gives_the_same_values(tmp_path):
+    """The store's images are the robust normalisation of the tomogram, as prediction's view of it gives them;
+    `patches --normalization zscore` keeps the z-score (fit copies the store's method into config.json:
+    tests/test_fit.py)."""
     from keras_ucaps.data.pipeline import read_store_info
     from keras_ucaps.inference.predict import normalised_view
 
@@ -94,3 +95,37 @@ def test_patches_store_the_normalisation_fit_keeps_it_and_predict_applies_it(tmp
                      "--patch-size", "32", "--normalization", "zscore")
     assert result.returncode == 0, result.stderr
     assert read_store_info(tmp_path / "z.h5").normalization == ZSCORE
+
+
+def test_predict_normalises_as_the_run_says_and_refuses_an_unknown_method(tmp_path):
+    """A run whose config says robust is predicted on the robust view of the tomogram, one that says nothing
+    (runs of before) on the z-score; an unknown method is a one-line error naming the config."""
+    import json
+
+    from keras_ucaps.classes import ClassRegistry
+    from keras_ucaps.inference.predict import load_model, normalised_view, predict_tomogram, predict_volume
+    from keras_ucaps.io import read_volume
+    from keras_ucaps.models import build_model
+
+    dirty, _ = corrupted(clean_tomogram())
+    dirty = dirty[:32, :48, :64].copy()
+    write_volume(tmp_path / "t.mrc", dirty, VOXEL_SIZE)
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model("unet", 2, filters=(4, 6, 8), bottom_convs=1).save(run / "weights_best.keras")
+    config = {"classes": ClassRegistry.from_radii({"a": 30.0}).to_dict(), "voxel_size": VOXEL_SIZE, "patch_size": 32}
+    maps = {}
+    for method in (ROBUST, None):
+        (run / "config.json").write_text(json.dumps({**config, **({"normalization": method} if method else {})}))
+        loaded = load_model(run)
+        files = predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / str(method), tile=32)
+        maps[method] = read_volume(files["a"]).data.astype(np.float32)
+        expected = predict_volume(loaded.model, normalised_view(dirty, measure(dirty, method or ZSCORE)), 2,
+                                  tile=32, margin=4, scratch=tmp_path / "s")
+        np.testing.assert_allclose(maps[method], np.asarray(expected)[..., 1], atol=2e-3)
+    assert np.abs(maps[ROBUST] - maps[None]).max() > 1e-2  # the two methods do differ on this tomogram
+
+    (run / "config.json").write_text(json.dumps({**config, "normalization": "per-patch"}))
+    result = run_cli("predict", run, tmp_path / "t.mrc", "--out", tmp_path / "x")
+    assert result.returncode == 2 and "unknown normalization 'per-patch'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

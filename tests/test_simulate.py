@@ -85,7 +85,8 @@ def test_a_thicker_slab_is_noisier_per_voxel_at_one_projection_snr_and_tomogram_
     """--snr is per projection: a thicker slab projects more signal, so its noise is raised with it and
     the reconstructed tomogram is noisier per voxel (tomogram SNR 0.06 at 60 slab voxels against 0.14 at 24,
     measured). --tomogram-snr sets the SNR of the reconstruction over the particle slab instead (the noise
-    scaled after reconstruction, which is linear), and the measured value is recorded for both."""
+    scaled by the factor that gives it, reconstruction being linear), and the measured value is recorded for
+    both."""
     common = dict(shape=(32, 64, 64), seed=4, mode=mode, occupancy=0.15)
     thin, thick = (settings_for_preset("shrec", **{**common, "shape": (nz, 64, 64)}) for nz in (32, 80))
     thin_sim, thick_sim = simulate(thin), simulate(thick)

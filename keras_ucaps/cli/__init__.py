@@ -12,7 +12,6 @@ import click
 # errors only. A user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
 from keras_ucaps import __version__
 from keras_ucaps.cli.classes import classes_command
 from keras_ucaps.cli.convert import convert

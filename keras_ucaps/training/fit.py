@@ -415,7 +415,6 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     else:  # the same batches through keras.utils.PyDataset: no TensorFlow needed
         from keras_ucaps.data.pipeline import patch_batches
 
-
         train_ds = patch_batches(info, train_idx, batch_size=settings.batch_size, steps=steps,
                                  balance=settings.balance_classes, imaging=settings.augment_imaging, **common)
         train_ds.keras_epoch = initial_epoch  # a resumed run goes on where the stream was
