@@ -1,5 +1,6 @@
 """Training from the command line: files, resume after a kill, distributed strategies."""
 
+import csv
 import json
 import os
 import signal
@@ -71,6 +72,10 @@ def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path, store):
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = [int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
     assert epochs == [0, 1, 2, 3]
+    # The learning curve's time axis: training wall time since the run began, carried on through the resume.
+    with open(run / "history.csv") as f:
+        seconds = [float(row["train_seconds"]) for row in csv.DictReader(f)]
+    assert all(b > a for a, b in zip(seconds, seconds[1:], strict=False)) and seconds[0] > 0, seconds
     state = json.loads(state_path.read_text())
     assert state["epoch"] == 4
     iterations = np.load(run / "checkpoint" / "optimizer.npz")["arr_0"]

@@ -359,15 +359,16 @@ def place_particles(
             break
         if covered >= settings.occupancy * slab_voxels:
             break
-        kind, template = active[turn % len(active)]
-        turn += 1
-        if kind == "labelled" and crowd and n_crowd_turns:
+        # A distractor turn comes in addition to the classes' turns: taken in place of one, it fell on the
+        # same class every time when the class count is a multiple of the turns between distractors.
+        live = [t for t in crowd if failures[id(t)] < attempts] if crowd_credit >= 1 else []
+        if live:
+            crowd_credit -= 1
+            kind, template = "crowd", live[rng.integers(len(live))]
+        else:
+            kind, template = active[turn % len(active)]
+            turn += 1
             crowd_credit += n_crowd_turns / len(labelled)
-            if crowd_credit >= 1:
-                crowd_credit -= 1
-                live = [t for t in crowd if failures[id(t)] < attempts]
-                if live:
-                    kind, template = "crowd", live[rng.integers(len(live))]
         rotation = Rotation.random(random_state=rng)
         particle = template.rotated(rotation)
         mask = particle > MASK_THRESHOLD

@@ -63,16 +63,23 @@ def schedule_callbacks(patience: int, state: dict | None) -> tuple[ResumableEarl
 
 class StepTimer(keras.callbacks.Callback):
     """Adds to each epoch's logs (and so to history.csv) ``step_seconds``, the median wall time of its
-    training steps (a step's first call, which compiles, is an outlier the median ignores), and, on a GPU,
+    training steps (a step's first call, which compiles, is an outlier the median ignores),
+    ``train_seconds``, the wall time of the run's epochs so far (training and validation; a resumed run
+    goes on from ``train_seconds``: the time axis of a learning curve), and, on a GPU,
     ``peak_accelerator_gb``, the device memory peak so far."""
 
-    def __init__(self):
+    def __init__(self, train_seconds: float = 0.0):
         super().__init__()
         self._steps: list[float] = []
         self._start = 0.0
+        self._train_seconds = float(train_seconds)
+        self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
+        import time
+
         self._steps = []
+        self._epoch_start = time.perf_counter()
 
     def on_train_batch_begin(self, batch, logs=None):
         import time
@@ -87,8 +94,12 @@ class StepTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
+        import time
+
         if self._steps:
             logs["step_seconds"] = float(np.median(self._steps))
+        self._train_seconds += time.perf_counter() - self._epoch_start
+        logs["train_seconds"] = self._train_seconds
         peak = accelerator_peak_bytes()
         if peak is not None:
             logs["peak_accelerator_gb"] = peak / 2**30

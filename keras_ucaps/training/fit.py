@@ -315,6 +315,20 @@ def trim_history(path: Path, epochs_done: int) -> None:
         tmp.write_text("".join(kept))
 
 
+def history_train_seconds(path: Path) -> float:
+    """The ``train_seconds`` of the last epoch in history.csv (0 for a new run, or one from before the column)."""
+    import csv
+
+    if not path.is_file():
+        return 0.0
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return float(rows[-1]["train_seconds"]) if rows else 0.0
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
 def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "auto", strategy=None,
         given: frozenset[str] = frozenset()) -> dict:
     """Train (or resume) a run; returns the best epoch's validation metrics.
@@ -425,7 +439,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     schedule = schedule_callbacks(settings.patience, state)
     callbacks = [
         *schedule,
-        StepTimer(),  # before the logger: its figures go into history.csv
+        StepTimer(history_train_seconds(out / "history.csv")),  # before the logger: its figures go into history.csv
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=state is not None),
         *([keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False)] if has_tensorflow() else []),
         RunCheckpoint(out, schedule, state),  # last: it records the schedule's counters
