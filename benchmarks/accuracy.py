@@ -16,6 +16,13 @@ preset's SNR (0.1 per projection). Then, each in its own process:
 
 Printed per method and class: precision, recall and F1 at the method's own thresholds, and the best F1
 over all score thresholds (the oracle column: the fair one for methods without tuned thresholds).
+
+    python benchmarks/accuracy.py --shifted --models shrec-unet,shrec-ucaps [--preset shrec] [--seed 99]
+
+The shifted test set: beside the in-distribution tomogram, the same particles (same seed) imaged far from
+the training data, one change at a time (SHIFTS: the other simulation mode, a sharper and a blurrier
+envelope, SNR 0.05 and 0.3 per projection, a ±45° tilt range, a 200-deep slab), each picked with each model
+(bundled name or run folder, its own thresholds) and scored: macro F1 per tomogram and the largest drop.
 """
 
 import argparse
@@ -77,6 +84,53 @@ def print_rows(name, scores):
     print(f"| {name} | {cells} | {macro('f1'):.3f} ({macro('best_f1'):.3f}) |", flush=True)
 
 
+# Imaging far from the bundled models' training data (SNR 0.1 per projection, B 200 Å², defocus 2-5 µm, ±60°
+# in 3° steps, a slab of 3/4 of 128 voxels, tilt-series mode), one change at a time. The randomised training
+# sets (simulate --randomize) cover SNR 0.03-0.5, B 50-600, defocus 1.5-6, tilts of 40-70°: fast mode, B 0
+# and B 2000 with their defocus, and the 200-deep slab lie outside those too.
+SHIFTS = {
+    "in distribution": [],
+    "fast mode": ["--mode", "fast"],
+    "sharper: B 0, defocus 1-1.5 µm": ["--b-factor", "0", "--defocus", "1", "1.5"],
+    "blurrier: B 2000, defocus 6-7 µm": ["--b-factor", "2000", "--defocus", "6", "7"],
+    "SNR 0.05": ["--snr", "0.05"],
+    "SNR 0.3": ["--snr", "0.3"],
+    "tilt ±45°": ["--tilt-range", "-45", "45", "3"],
+    "200 deep": "thick",
+}
+
+
+def shifted(args, work, env):
+    """Macro F1 of each model on the in-distribution tomogram and on each shifted one."""
+    z, y, x = args.shape
+    models = [m for m in args.models.split(",") if m]
+    table = {}
+    for shift, options in SHIFTS.items():
+        folder = work / ("shift_" + "".join(c if c.isalnum() else "_" for c in shift))
+        shape = (200, y, x) if options == "thick" else (z, y, x)
+        if not (folder / "tomo.mrc").is_file():
+            timed(cli("simulate", "--preset", args.preset, "--shape", *shape, "--seed", args.seed, "--out", folder,
+                      *([] if options == "thick" else options)), env=env)
+        truth = folder / "tomo_particles.csv"
+        for model in models:
+            name = "".join(c if c.isalnum() else "_" for c in Path(model).name)
+            picks = folder / f"{name}_picks.csv"
+            if not picks.is_file():
+                timed(cli("pick", folder / "tomo.mrc", "--model", model, "--out", picks), env=env)
+            scores = evaluate(folder, truth, picks, name, 10, env)
+            table.setdefault(model, {})[shift] = scores
+            f1 = {c: round(v["f1"], 3) for c, v in scores.items()}
+            print(f"{model} | {shift} | macro F1 {sum(f1.values()) / len(f1):.3f} | {f1}", flush=True)
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; '{args.preset}' preset, seed {args.seed}")
+    print("| model | " + " | ".join(SHIFTS) + " | largest drop |")
+    print("| --- |" + " --- |" * (len(SHIFTS) + 1))
+    for model, rows in table.items():
+        macro = {s: sum(v["f1"] for v in rows[s].values()) / len(rows[s]) for s in rows}
+        drop = macro["in distribution"] - min(macro.values())
+        print(f"| `{model}` | " + " | ".join(f"{macro[s]:.3f}" for s in SHIFTS) + f" | {drop:.3f} |")
+    (work / "shifted.json").write_text(json.dumps(table, indent=2))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="shrec")
@@ -89,8 +143,13 @@ def main():
     parser.add_argument("--deepfinder-bandwidth", type=int, default=5)
     parser.add_argument("--no-deepfinder-cluster", action="store_true")
     parser.add_argument("--work", default=None, help="Working folder (default: a temporary one)")
+    parser.add_argument("--shifted", action="store_true", help="Score --models on the shifted test set instead")
+    parser.add_argument("--models", default="shrec-unet,shrec-ucaps",
+                        help="With --shifted: comma-separated bundled model names or run folders")
     args = parser.parse_args()
     work, env = working_folder(args.work)
+    if args.shifted:
+        return shifted(args, work, env)
     z, y, x = args.shape
     sim = work / "sim"
     if not (sim / "tomo.mrc").is_file():

@@ -41,6 +41,10 @@ SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512,
                    "per-voxel noise whatever the thickness). Both are recorded in NAME_settings.json.")
 @click.option("--tilt-range", nargs=3, type=float, default=(-60.0, 60.0, 3.0), show_default=True,
               metavar="FIRST LAST STEP", help="Tilt angles in degrees.")
+@click.option("--b-factor", default=200.0, show_default=True, type=click.FloatRange(min=0),
+              help="CTF envelope exp(-B k²/4) in Å²: smaller is sharper, larger blurrier.")
+@click.option("--defocus", nargs=2, type=click.FloatRange(min=0, min_open=True), default=(2.0, 5.0),
+              show_default=True, metavar="MIN MAX", help="Underfocus in µm, drawn per tilt.")
 @click.option("--mode", type=click.Choice(["tilt-series", "fast"]), default="tilt-series", show_default=True,
               help="tilt-series: project, CTF, noise, weighted back-projection; fast: the same effects in 3D "
                    "Fourier space.")
@@ -53,7 +57,7 @@ SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512,
 @click.option("--seed", default=0, show_default=True, type=int)
 @reports_input_errors
 def simulate(preset, size, shape, out, count, name, class_maps, distractors, voxel_size, occupancy,
-             max_particles, slab_thickness, snr, tomogram_snr, tilt_range, mode, randomize, seed):
+             max_particles, slab_thickness, snr, tomogram_snr, tilt_range, b_factor, defocus, mode, randomize, seed):
     """Simulate tomograms with particle tables and label maps as ground truth.
 
     Writes NAME.mrc (tomogram, zero mean, unit variance), NAME_labels.mrc
@@ -63,16 +67,19 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
     """
     from keras_ucaps.data.simulate import randomized, settings_for_preset, write_simulation
     from keras_ucaps.data.simulate import simulate as run
+    from keras_ucaps.data.tilt_series import Microscope
     from keras_ucaps.errors import InputError
 
     if randomize:
         context = click.get_current_context()
-        for param in ("snr", "tomogram_snr", "tilt_range", "occupancy", "slab_thickness"):
+        for param in ("snr", "tomogram_snr", "tilt_range", "occupancy", "slab_thickness", "b_factor", "defocus"):
             if context.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE:
                 option = "--slab" if param == "slab_thickness" else "--" + param.replace("_", "-")
                 raise InputError(option, "is drawn per tomogram with --randomize: give one or the other")
     if snr is not None and tomogram_snr is not None:
         raise InputError("--tomogram-snr", "give --snr (per projection) or --tomogram-snr, not both")
+    if defocus[0] > defocus[1]:
+        raise InputError("--defocus", f"MIN {defocus[0]:g} is above MAX {defocus[1]:g}")
     if not name.strip(".") or any(c in name for c in "/\\\0"):
         raise InputError("--name", f"{name!r} is a file name stem: no '/', no '..' (files go into --out)")
 
@@ -80,6 +87,7 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
         shape=tuple(shape) if shape else SIZES[size], voxel_size=voxel_size, occupancy=occupancy,
         max_particles=max_particles, slab_thickness=slab_thickness, snr=0.1 if snr is None else snr,
         tomogram_snr=tomogram_snr, tilt_range=tuple(tilt_range), mode=mode,
+        microscope=Microscope(defocus_range=tuple(defocus), b_factor=b_factor),
     )
     if class_maps is not None:
         overrides["classes"] = [c.strip() for c in class_maps.split(",") if c.strip()]
