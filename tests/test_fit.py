@@ -173,6 +173,9 @@ def test_architecture_and_sampling_options_reach_the_run(tmp_path, store, one_ep
     assert config["fit"]["balance_classes"] is True and config["fit"]["augment_imaging"] is True
     wrong = run_cli("fit", "--data", store, "--out", tmp_path / "x", "--dilation", *FAST)
     assert wrong.returncode == 2 and "--dilation: applies to --model ucaps only" in wrong.stderr
+    wrong = run_cli("fit", "--data", store, "--out", tmp_path / "x", "--capsule-init", "unit", *FAST)
+    assert wrong.returncode == 2 and "--capsule-init: applies to --model ucaps only" in wrong.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_auto_precision_is_float32_on_a_cpu():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_ucaps.layers import CapsuleLength, ChannelsToCapsule, ConvCapsule3D, FlattenCapsules, squash
+from keras_ucaps.layers.capsules import UnitLengthVotes
 
 
 def numpy_squash(s):
@@ -81,6 +82,7 @@ def test_routing_runs_under_mixed_precision():
 
 @pytest.mark.parametrize("layer, shape", [
     (ConvCapsule3D(num_types=2, num_atoms=3, kernel_size=3, strides=2, routings=2), (1, 4, 4, 4, 2, 5)),
+    (ConvCapsule3D(num_types=2, num_atoms=3, kernel_initializer=UnitLengthVotes(0.3, seed=1)), (1, 4, 4, 4, 2, 5)),
     (CapsuleLength(), (1, 2, 2, 2, 3, 4)),
     (FlattenCapsules(), (1, 2, 2, 2, 3, 4)),
     (ChannelsToCapsule(), (1, 2, 2, 2, 6)),
@@ -96,3 +98,15 @@ def test_layer_config_round_trips_through_json_and_keras_file(tmp_path, layer, s
     loaded = keras.saving.load_model(tmp_path / "layer.keras")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, atol=1e-6)
     assert tuple(layer.compute_output_shape(shape)) == expected.shape
+
+
+@pytest.mark.parametrize("in_types, in_atoms, out_types, out_atoms", [(1, 64, 16, 4), (16, 8, 8, 16), (8, 32, 3, 64)])
+def test_unit_length_votes_start_capsules_at_about_unit_length_before_squash(in_types, in_atoms, out_types, out_atoms):
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(2, 8, 8, 8, in_types, in_atoms))
+    inputs = (0.5 * directions / np.linalg.norm(directions, axis=-1, keepdims=True)).astype(np.float32)
+    layer = ConvCapsule3D(out_types, out_atoms, routings=1, kernel_initializer=UnitLengthVotes(seed=3),
+                          capsule_bias_initializer="zeros")
+    lengths = np.linalg.norm(keras.ops.convert_to_numpy(layer(inputs))[:, 1:-1, 1:-1, 1:-1], axis=-1)
+    before_squash = np.sqrt(lengths / (1 - lengths))  # squash: |v| = |s|² / (1 + |s|²)
+    assert 0.7 < np.sqrt(np.mean(before_squash**2)) < 1.4

@@ -33,6 +33,34 @@ def test_ablation_options_change_the_network():
     assert UNet3D(3, normalization="batch").count_params() > UNet3D(3).count_params()
 
 
+def _capsule_outputs(model, x):
+    names = ["primary_capsules", *(layer.name for layer in model.layers if layer.name.startswith("encoder_"))]
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    return dict(zip(names, (keras.ops.convert_to_numpy(o) for o in probe(x)), strict=True))
+
+
+@pytest.mark.parametrize("capsule_init, carried", [("reference", False), ("unit", True)])
+def test_capsules_start_driven_by_the_image_with_unit_init_and_by_their_bias_with_the_reference(capsule_init,
+                                                                                                 carried):
+    # The reference's Glorot vote kernels leave every encoder capsule ~ squash(bias): the image moves it by
+    # 1-7 % of its length, so the encoder passes little on and UCaps learns slowly (see UnitLengthVotes).
+    keras.utils.set_random_seed(0)
+    model = UCaps3D(3, capsule_init=capsule_init)
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 16, 1)).astype(np.float32)
+    for name, capsules in _capsule_outputs(model, x).items():
+        lengths = np.linalg.norm(capsules, axis=-1)
+        spread = np.linalg.norm(capsules - capsules.mean(axis=(1, 2, 3), keepdims=True), axis=-1)
+        ratio = spread.mean() / lengths.mean()
+        if name != "primary_capsules":
+            assert (ratio > 0.5) if carried else (ratio < 0.3), (name, ratio)
+    assert model.get_config()["capsule_init"] == capsule_init
+    assert UCaps3D(3).capsule_init == "unit"  # the default, from the learning-curve ablation (README)
+    assert UCaps3D.from_config({k: v for k, v in model.get_config().items() if k != "capsule_init"}).capsule_init \
+        == "reference"  # configs written before the option: those models were initialised as the reference
+    with pytest.raises(ValueError, match="capsule_init"):
+        UCaps3D(3, capsule_init="he")
+
+
 @pytest.mark.parametrize("model, side", [(UCaps3D(3), 16), (UCaps3D(2, levels=2), 8), (UNet3D(3), 16)])
 def test_outputs_are_per_voxel_probabilities(model, side):
     x = np.random.default_rng(0).normal(size=(2, side, side, 2 * side, 1)).astype(np.float32)

@@ -30,6 +30,10 @@ from keras_ucaps.cli.common import reports_input_errors
 @click.option("--encoder-kernel-size", default=None, type=click.Choice(["3", "5"]),
               help="UCaps capsule kernel (default 3; 5 is the paper's ablation).")
 @click.option("--dilation", is_flag=True, help="UCaps: dilate the feature extractor (the paper's ablation).")
+@click.option("--capsule-init", default=None, type=click.Choice(["reference", "unit"]),
+              help="UCaps: how the capsule layers' vote kernels start: unit (default: each capsule's "
+                   "input-dependent part of unit length; learns faster) or reference (Glorot, the reference "
+                   "code's: the capsules start dominated by their bias).")
 @click.option("--normalization", default=None, type=click.Choice(["batch", "instance"]),
               help="UNet: normalise after each 3³ convolution (default: none, as DeepFinder).")
 @click.option("--filters", default=None, metavar="F1,F2,F3",
@@ -49,7 +53,7 @@ from keras_ucaps.cli.common import reports_input_errors
 @click.option("--seed", default=0, show_default=True, type=int)
 @reports_input_errors
 def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mixed_precision, steps_per_epoch,
-        validation_steps, levels, encoder_kernel_size, dilation, normalization, filters, reconstruction,
+        validation_steps, levels, encoder_kernel_size, dilation, capsule_init, normalization, filters, reconstruction,
         balance_classes, augment_imaging, folds, resume, seed):
     """Train a model; writes weights_best.keras, weights_last.keras, config.json, history.csv and logs/ into OUT."""
     import numpy as np
@@ -60,7 +64,7 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
 
     ucaps_options = {"levels": int(levels) if levels else None,
                      "encoder_kernel_size": int(encoder_kernel_size) if encoder_kernel_size else None,
-                     "dilation": dilation or None}
+                     "dilation": dilation or None, "capsule_init": capsule_init}
     options = {k: v for k, v in ucaps_options.items() if v is not None}
     if options and architecture != "ucaps":
         raise InputError("--" + next(iter(options)).replace("_", "-"), "applies to --model ucaps only")

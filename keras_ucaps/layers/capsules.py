@@ -8,6 +8,7 @@ its direction says how the entity looks.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 EPSILON = 1e-7
@@ -103,14 +104,19 @@ class ConvCapsule3D(keras.layers.Layer):
     def build(self, input_shape):
         if len(input_shape) != 6:
             raise ValueError(f"ConvCapsule3D expects (batch, z, y, x, types, atoms), got {input_shape}")
-        in_atoms = input_shape[-1]
+        in_types, in_atoms = input_shape[-2], input_shape[-1]
+        kernel_initializer = self.kernel_initializer
+        if isinstance(kernel_initializer, UnitLengthVotes):
+            kernel_initializer = kernel_initializer.for_layer(
+                in_types=in_types, in_atoms=in_atoms, out_types=self.num_types, out_atoms=self.num_atoms,
+                kernel_voxels=self.kernel_size**3)
         self.vote_conv = keras.layers.Conv3D(
             self.num_types * self.num_atoms,
             self.kernel_size,
             strides=self.strides,
             padding="same",
             dilation_rate=self.dilation_rate,
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=kernel_initializer,
             bias_initializer=self.bias_initializer,
             dtype=self.dtype_policy,
             name="votes",
@@ -156,6 +162,47 @@ class ConvCapsule3D(keras.layers.Layer):
             capsule_bias_initializer=keras.initializers.serialize(self.capsule_bias_initializer),
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ucaps")
+class UnitLengthVotes(keras.initializers.Initializer):
+    """Vote kernels drawn so that each new capsule's input-dependent part has about unit length.
+
+    With Glorot's initialisation (the reference's), the first routing iteration's uniform coupling
+    (1 / output types) and squash's quadratic fall near zero leave every capsule layer dominated by its
+    0.1 bias: measured on a 32³ patch, the capsules' variation over space is 1-7 % of their length in the
+    encoder, so the encoder passes little of the image on, and Adam, which moves a weight by about the
+    learning rate per step, needs thousands of steps to grow the vote kernels ~20× out of that regime.
+    Here the kernel's standard deviation is
+
+        target · out_types / (sqrt(out_atoms · in_types · kernel_voxels · in_atoms) · input_atom_std)
+
+    so that Σ_i (1 / out_types) · votes has a standard deviation of target / sqrt(out_atoms) per atom.
+
+    Args:
+        input_atom_std: float, optional. Standard deviation of one input atom; default that of squashed
+            input capsules of length 0.5: 0.5 / sqrt(in_atoms).
+        target: float. Length of the input-dependent part of a capsule before squash.
+        seed: int, optional.
+    """
+
+    def __init__(self, input_atom_std: float | None = None, target: float = 1.0, seed=None):
+        self.input_atom_std = None if input_atom_std is None else float(input_atom_std)
+        self.target = float(target)
+        self.seed = seed
+
+    def stddev(self, *, in_types, in_atoms, out_types, out_atoms, kernel_voxels) -> float:
+        atom_std = self.input_atom_std if self.input_atom_std is not None else 0.5 / np.sqrt(in_atoms)
+        return float(self.target * out_types / (np.sqrt(out_atoms * in_types * kernel_voxels * in_atoms) * atom_std))
+
+    def for_layer(self, **shape) -> keras.initializers.Initializer:
+        return keras.initializers.RandomNormal(stddev=self.stddev(**shape), seed=self.seed)
+
+    def __call__(self, shape, dtype=None):
+        raise TypeError("UnitLengthVotes initialises ConvCapsule3D's vote kernels only (it needs the capsule shapes)")
+
+    def get_config(self):
+        return {"input_atom_std": self.input_atom_std, "target": self.target, "seed": self.seed}
 
 
 def route(votes, bias, routings: int):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_ucaps.layers.capsules import CapsuleLength, ChannelsToCapsule, ConvCapsule3D, FlattenCapsules
+from keras_ucaps.layers.capsules import (CapsuleLength, ChannelsToCapsule, ConvCapsule3D, FlattenCapsules,
+                                         UnitLengthVotes)
 from keras_ucaps.models.blocks import conv_norm_act
 from keras_ucaps.models.contract import TileContract, whole_input_tile
 
@@ -13,6 +14,10 @@ from keras_ucaps.models.contract import TileContract, whole_input_tile
 ENCODER_LEVELS = (((16, 8), (16, 8)), ((8, 16), (8, 16)), ((8, 32), (None, 64)))
 DECODER_UP = (256, 128, 64)
 DECODER_CONV = (128, 64)
+# How the capsule layers' vote kernels start: "unit" (UnitLengthVotes: the input-dependent part of each capsule
+# about unit length, not swamped by the bias) or "reference" (Glorot uniform, as the reference code).
+CAPSULE_INITS = ("unit", "reference")
+TANH_OF_UNIT_NORMAL_STD = 0.63
 
 
 @keras.saving.register_keras_serializable(package="keras_ucaps")
@@ -40,6 +45,10 @@ class UCaps3D(keras.Model):
         dilation: bool. Dilate the 2nd and 3rd feature-extractor
             convolutions by 2 (the ablation the paper found to hurt).
         routings: int. Routing iterations of the encoder layers.
+        capsule_init: str. "unit" (default: :class:`keras_ucaps.layers.capsules.UnitLengthVotes`, capsules
+            start driven by the image rather than by their bias; every class above chance within 90 steps
+            where the reference collapsed onto one, see the README) or "reference" (Glorot uniform vote
+            kernels, as the reference code). Only training sees it: a saved model loads its weights.
         **kwargs: Model arguments (name, dtype).
 
     Outputs: a dict with ``probabilities`` (batch, z, y, x, C; softmax,
@@ -67,13 +76,22 @@ class UCaps3D(keras.Model):
         encoder_kernel_size: int = 3,
         dilation: bool = False,
         routings: int = 3,
+        capsule_init: str = "unit",
         **kwargs,
     ):
         if levels not in (2, 3):
             raise ValueError(f"levels must be 2 or 3, got {levels}")
         if num_classes < 2:
             raise ValueError(f"num_classes counts background too and must be at least 2, got {num_classes}")
+        if capsule_init not in CAPSULE_INITS:
+            raise ValueError(f"capsule_init must be one of {', '.join(CAPSULE_INITS)}, got {capsule_init!r}")
         dtype = kwargs.pop("dtype", None)
+
+        def votes_init(input_atom_std=None):
+            if capsule_init == "reference":
+                return "glorot_uniform"
+            return UnitLengthVotes(input_atom_std)
+
         # === Layers and functional graph ===
         inputs = keras.Input((None, None, None, input_channels), name="tomogram_patch")
         dil = 2 if dilation else 1
@@ -81,7 +99,9 @@ class UCaps3D(keras.Model):
         x = conv_norm_act(x, 32, 5, "features_2", dilation_rate=dil, dtype=dtype)
         x = conv_norm_act(x, 64, 5, "features_3", activation="tanh", dilation_rate=dil, dtype=dtype)
         x = ChannelsToCapsule(name="to_capsule", dtype=dtype)(x)
-        primary = ConvCapsule3D(16, 4, kernel_size=3, routings=1, name="primary_capsules", dtype=dtype)(x)
+        # The features' atoms: tanh of instance-normalised values, standard deviation about 0.63.
+        primary = ConvCapsule3D(16, 4, kernel_size=3, routings=1, name="primary_capsules", dtype=dtype,
+                                kernel_initializer=votes_init(TANH_OF_UNIT_NORMAL_STD))(x)
 
         level_specs = ENCODER_LEVELS[:levels - 1] + (ENCODER_LEVELS[-1],)
         skips = [primary]
@@ -91,6 +111,7 @@ class UCaps3D(keras.Model):
                 x = ConvCapsule3D(
                     types or num_classes, atoms, kernel_size=encoder_kernel_size, strides=2 if step == 0 else 1,
                     routings=routings, name=f"encoder_{2 * level + step}", dtype=dtype,
+                    kernel_initializer=votes_init(),
                 )(x)
             skips.append(x)
         capsule_lengths = CapsuleLength(name="capsule_lengths")(x)
@@ -128,6 +149,7 @@ class UCaps3D(keras.Model):
         self.encoder_kernel_size = encoder_kernel_size
         self.dilation = dilation
         self.routings = routings
+        self.capsule_init = capsule_init
 
     @property
     def patch_multiple(self) -> int:
@@ -172,8 +194,10 @@ class UCaps3D(keras.Model):
             "encoder_kernel_size": self.encoder_kernel_size,
             "dilation": self.dilation,
             "routings": self.routings,
+            "capsule_init": self.capsule_init,
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # Models saved before the option were initialised (and trained) as the reference.
+        return cls(**{"capsule_init": "reference", **config})

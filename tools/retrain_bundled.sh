@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one retraining of the bundled shrec models (#14): domain-randomised data, robust normalisation, balanced
+# classes, imaging augmentation. Resumable: run it again (in later sessions) and each fit continues with
+# --resume until EPOCHS; a run folder outside any temporary directory survives the machine.
+#   8 tomograms 128×256×256 (`simulate --randomize`, seeds 1000-1007) and 2 thicker ones 200×256×256
+#   (seeds 2000-2001), 32³ patches (2 per particle; 2 tomograms for validation);
+#   UNet: 80 steps of 4 per epoch; UCaps (--capsule-init unit): 40 steps of 4 per epoch.
+# Usage: bash tools/retrain_bundled.sh [WORKDIR] [ucaps|unet|both]     (EPOCHS_UNET, EPOCHS_UCAPS)
+set -euo pipefail
+work=${1:-runs/retrain}
+which=${2:-both}
+ku=${KERAS_UCAPS:-keras-ucaps}
+mkdir -p "$work"
+[ -f "$work/sim/tomo_07.mrc" ] || $ku simulate --preset shrec --size medium --randomize --count 8 --seed 1000 \
+    --out "$work/sim"
+[ -f "$work/sim/thick_01.mrc" ] || $ku simulate --preset shrec --shape 200 256 256 --randomize --count 2 \
+    --seed 2000 --name thick --out "$work/sim"
+[ -f "$work/patches32.h5" ] || $ku patches --simulation "$work/sim" --out "$work/patches32.h5" --patch-size 32 \
+    --per-particle 2
+common=(--data "$work/patches32.h5" --batch-size 4 --patience 10 --mixed-precision off --balance-classes
+        --augment-imaging)
+resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
+if [ "$which" != ucaps ]; then
+  # shellcheck disable=SC2046
+  $ku fit --model unet --out "$work/unet" --epochs "${EPOCHS_UNET:-20}" --steps-per-epoch 80 \
+      --validation-steps 80 "${common[@]}" $(resume "$work/unet")
+fi
+if [ "$which" != unet ]; then
+  # shellcheck disable=SC2046
+  $ku fit --model ucaps --capsule-init unit --out "$work/ucaps" --epochs "${EPOCHS_UCAPS:-40}" \
+      --steps-per-epoch 40 --validation-steps 40 "${common[@]}" $(resume "$work/ucaps")
+fi
