@@ -236,13 +236,13 @@ def test_b_factor_and_defocus_reach_the_microscope_from_the_command_line(tmp_pat
     power = {}
     for b in ("0", "3000"):
         out = tmp_path / b
-        result = run_cli("simulate", "--shape", "32", "64", "64", "--mode", "fast", "--snr", "100", "--b-factor", b,
+        result = run_cli("simulate", "--shape", "24", "48", "48", "--mode", "fast", "--snr", "100", "--b-factor", b,
                          "--defocus", "3", "3.5", "--out", out, "--seed", "4")
         assert result.returncode == 0, result.stderr
         recorded = json.loads((out / "tomo_settings.json").read_text())["microscope"]
         assert recorded["b_factor"] == float(b) and recorded["defocus_range"] == [3.0, 3.5]
         spectrum = np.abs(np.fft.rfftn(read_volume(out / "tomo.mrc").data)) ** 2
-        k = np.sqrt(sum(f ** 2 for f in np.meshgrid(np.fft.fftfreq(32), np.fft.fftfreq(64), np.fft.rfftfreq(64),
+        k = np.sqrt(sum(f ** 2 for f in np.meshgrid(np.fft.fftfreq(24), np.fft.fftfreq(48), np.fft.rfftfreq(48),
                                                     indexing="ij")))
         power[b] = spectrum[k > 0.3].sum() / spectrum[(k > 0.02) & (k < 0.1)].sum()
     assert power["3000"] < 0.5 * power["0"]  # a larger B blurs: less power at high frequency
