@@ -100,20 +100,25 @@ SHIFTS = {
 }
 
 
+def _slug(text):
+    """A folder or file name made of ASCII letters, digits and underscores."""
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in text)
+
+
 def shifted(args, work, env):
     """Macro F1 of each model on the in-distribution tomogram and on each shifted one."""
     z, y, x = args.shape
     models = [m for m in args.models.split(",") if m]
     table = {}
     for shift, options in SHIFTS.items():
-        folder = work / ("shift_" + "".join(c if c.isalnum() else "_" for c in shift))
+        folder = work / ("shift_" + _slug(shift))
         shape = (200, y, x) if options == "thick" else (z, y, x)
         if not (folder / "tomo.mrc").is_file():
             timed(cli("simulate", "--preset", args.preset, "--shape", *shape, "--seed", args.seed, "--out", folder,
                       *([] if options == "thick" else options)), env=env)
         truth = folder / "tomo_particles.csv"
         for model in models:
-            name = "".join(c if c.isalnum() else "_" for c in Path(model).name)
+            name = _slug(Path(model).name)
             picks = folder / f"{name}_picks.csv"
             if not picks.is_file():
                 timed(cli("pick", folder / "tomo.mrc", "--model", model, "--out", picks), env=env)

@@ -345,10 +345,10 @@ def place_particles(
     mask_labels = np.zeros(shape, dtype=np.uint8)
     rows = {"labelled": [], "crowd": []}
     active = [("labelled", t) for t in labelled]
-    n_crowd_turns = 0
+    # Each labelled turn earns this much of a distractor turn: f / (1 - f) keeps the distractors' share at f.
+    credit_per_turn = 0.0
     if crowd and settings.distractor_fraction > 0:
-        # One distractor turn per this many labelled turns keeps the requested share.
-        n_crowd_turns = settings.distractor_fraction / (1 - settings.distractor_fraction) * len(labelled)
+        credit_per_turn = settings.distractor_fraction / (1 - settings.distractor_fraction)
     crowd_credit = 0.0
     covered = 0
     attempts = 30
@@ -368,7 +368,7 @@ def place_particles(
         else:
             kind, template = active[turn % len(active)]
             turn += 1
-            crowd_credit += n_crowd_turns / len(labelled)
+            crowd_credit += credit_per_turn
         rotation = Rotation.random(random_state=rng)
         particle = template.rotated(rotation)
         mask = particle > MASK_THRESHOLD

@@ -170,7 +170,7 @@ class UnitLengthVotes(keras.initializers.Initializer):
 
     With Glorot's initialisation (the reference's), the first routing iteration's uniform coupling
     (1 / output types) and squash's quadratic fall near zero leave every capsule layer dominated by its
-    0.1 bias: measured on a 32³ patch, the capsules' variation over space is 1-7 % of their length in the
+    0.1 bias: measured on a 32³ patch, the capsules' variation over space is 1-14 % of their length in the
     encoder, so the encoder passes little of the image on, and Adam, which moves a weight by about the
     learning rate per step, needs thousands of steps to grow the vote kernels ~20× out of that regime.
     Here the kernel's standard deviation is
