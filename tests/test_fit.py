@@ -237,16 +237,31 @@ def test_resume_refuses_settings_that_differ_from_the_run(tmp_path, store, one_e
         assert "{'filters': [4, 6, 10]} differs from the run's {'filters': [4, 6, 8]}" in result.stderr
 
 
-def test_resume_takes_a_complete_checkpoint_left_in_the_swap(tmp_path, store, one_epoch_run):
+def test_resume_takes_a_complete_checkpoint_left_in_the_swap_and_an_older_history(tmp_path, store, one_epoch_run):
     run = _copy(one_epoch_run, tmp_path)
     (run / "checkpoint").rename(run / "checkpoint.new")  # killed between the two renames
     (run / "checkpoint.old").mkdir()  # and a damaged older one beside it
     (run / "checkpoint.old" / "state.json").write_text('{"epoch": 0')
     (run / ".weights_last.keras.x1y2.part.keras").write_bytes(b"half")  # a model save cut short
+    # history.csv as versions before train_seconds and step_seconds wrote it: Keras' own CSVLogger appended the
+    # resumed rows with two more fields than the old header names, shifted under the wrong columns.
+    with open(run / "history.csv", newline="") as f:
+        old = list(csv.DictReader(f))
+    with open(run / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[c for c in old[0] if not c.endswith("_seconds")],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(old)
     result = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", "--resume", *FAST)
     assert result.returncode == 0, result.stderr[-3000:]
-    epochs = [int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
-    assert epochs == [0, 1]
+    with open(run / "history.csv", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert all(len(row) == len(header) for row in rows), (header, rows)
+    first, resumed = (dict(zip(header, row, strict=True)) for row in rows)
+    assert first["epoch"] == "0" and resumed["epoch"] == "1"
+    assert first["loss"] == old[0]["loss"] and first["train_seconds"] == ""  # the old row keeps its values
+    assert float(resumed["learning_rate"]) == pytest.approx(float(old[0]["learning_rate"]))
+    assert float(resumed["train_seconds"]) >= float(resumed["step_seconds"]) > 0
     assert int(np.load(run / "checkpoint" / "optimizer.npz")["arr_0"]) == 2 * 2
     assert not list(run.glob(".*.part.keras"))
 

@@ -58,6 +58,42 @@ def test_conv_capsule_matches_an_independent_numpy_computation(routings, stride)
     np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
+@pytest.mark.parametrize("stride, dilation, shape", [(1, 1, (2, 5, 4, 6, 3, 4)), (2, 1, (1, 7, 5, 4, 3, 4)),
+                                                     (1, 2, (1, 6, 5, 5, 2, 4))])
+def test_votes_routed_in_slabs_equal_votes_routed_in_one_piece(monkeypatch, stride, dilation, shape):
+    import keras_ucaps.layers.capsules as capsules
+
+    rng = np.random.default_rng(1)
+    x = keras.ops.convert_to_tensor(rng.normal(size=shape).astype(np.float32))
+    layer = ConvCapsule3D(num_types=2, num_atoms=5, kernel_size=3, strides=stride, dilation_rate=dilation,
+                          routings=3, kernel_initializer=keras.initializers.RandomNormal(stddev=0.3, seed=2))
+    layer.build(shape)
+
+    def output_and_gradient():
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * y)
+        grads = tape.gradient(loss, [x, layer.vote_conv.kernel])
+        return keras.ops.convert_to_numpy(y), np.concatenate([keras.ops.convert_to_numpy(g).ravel() for g in grads])
+
+    assert layer.slab_rows(shape) is None
+    whole, whole_grad = output_and_gradient()
+    monkeypatch.setattr(capsules, "VOTE_SLAB_BYTES", 1)  # one output z row per slab
+    assert layer.slab_rows(shape) == 1
+    slabs, slabs_grad = output_and_gradient()
+    assert slabs.shape == whole.shape == (shape[0], *(-(-n // stride) for n in shape[1:4]), 2, 5)
+    np.testing.assert_allclose(slabs, whole, atol=1e-6)
+    np.testing.assert_allclose(slabs_grad, whole_grad, rtol=1e-5, atol=1e-5)
+    if dilation == 1:  # and both equal the direct computation
+        kernel, bias = (keras.ops.convert_to_numpy(w) for w in (layer.vote_conv.kernel, layer.vote_conv.bias))
+        expected = numpy_conv_capsule(keras.ops.convert_to_numpy(x), kernel, bias,
+                                      keras.ops.convert_to_numpy(layer.capsule_bias), 2, 5, 3, stride)
+        np.testing.assert_allclose(slabs, expected, atol=2e-5)
+
+
 def test_squash_keeps_direction_bounds_length_and_is_safe_at_zero():
     s = np.array([[3.0, 4.0], [0.0, 0.0], [1e-4, 0.0]], np.float32)
     v = keras.ops.convert_to_numpy(squash(s))

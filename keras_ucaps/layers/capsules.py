@@ -12,6 +12,11 @@ import numpy as np
 from keras import ops
 
 EPSILON = 1e-7
+# Most bytes of votes one routing pass holds at once. A layer whose votes exceed it (UCaps' first encoder
+# layers on a 128³ prediction tile hold 2.1 GB of votes, and as much again in the routing layout) computes
+# its votes and routes them one slab of output z rows at a time: the same arithmetic per voxel, a fraction
+# of the memory. Training patches (32³, batch 4: 134 MB) stay below it and run in one piece.
+VOTE_SLAB_BYTES = 256 * 2**20
 
 
 def squash(vectors, axis: int = -1):
@@ -42,7 +47,11 @@ class ConvCapsule3D(keras.layers.Layer):
 
     The vote tensor is laid out (batch·voxels, out types, in types, atoms) so
     that both routing sums are batched matrix products: the only full copy of
-    the votes is the one transpose after the convolution.
+    the votes is the one transpose after the convolution. Routing is
+    independent per output voxel, so when the input's shape is known and its
+    votes would exceed ``VOTE_SLAB_BYTES``, votes and routing run one slab of
+    output z rows at a time (each slab convolved from its own rows of the
+    zero-padded input): the same result in a fraction of the memory.
 
     Args:
         num_types: int. Number of output capsule types.
@@ -129,17 +138,68 @@ class ConvCapsule3D(keras.layers.Layer):
         )
 
     def call(self, inputs):
+        rows = self.slab_rows(inputs.shape)
+        if rows is None:
+            return self._route_votes(inputs, self.vote_conv)
+        return self._call_in_slabs(inputs, rows)
+
+    def slab_rows(self, input_shape) -> int | None:
+        """Output z rows per slab, or None when the votes fit in ``VOTE_SLAB_BYTES`` (or the spatial shape is
+        not known until run time) and the layer runs in one piece. An unknown batch (a SavedModel's signature)
+        counts as one: slabs hold any batch, their memory grows with it."""
+        if any(n is None for n in input_shape[1:5]):
+            return None
+        batch = 1 if input_shape[0] is None else int(input_shape[0])
+        z, y, x, in_types = (int(n) for n in input_shape[1:5])
+        out_z, out_y, out_x = (-(-n // self.strides) for n in (z, y, x))
+        itemsize = int("".join(c for c in keras.backend.standardize_dtype(self.compute_dtype) if c.isdigit())) // 8
+        row_bytes = batch * in_types * out_y * out_x * self.num_types * self.num_atoms * itemsize
+        if row_bytes * out_z <= VOTE_SLAB_BYTES:
+            return None
+        return max(1, VOTE_SLAB_BYTES // row_bytes)
+
+    def _call_in_slabs(self, inputs, rows: int):
+        # TensorFlow's "same" padding made explicit (the extra voxel after), then each slab of output rows
+        # is a "valid" convolution of the padded input rows it sees.
+        span = (self.kernel_size - 1) * self.dilation_rate + 1
+        pads = []
+        for n in inputs.shape[1:4]:
+            total = max((-(-int(n) // self.strides) - 1) * self.strides + span - int(n), 0)
+            pads.append((total // 2, total - total // 2))
+        padded = ops.pad(inputs, [(0, 0), *pads, (0, 0), (0, 0)])
+        out_z = -(-int(inputs.shape[1]) // self.strides)
+
+        def convolve(folded):
+            votes = ops.conv(folded, self.vote_conv.kernel, strides=self.strides, padding="valid",
+                             dilation_rate=self.dilation_rate)
+            return votes + self.vote_conv.bias
+
+        slabs = []
+        for start in range(0, out_z, rows):
+            stop = min(out_z, start + rows)
+            piece = padded[:, start * self.strides:(stop - 1) * self.strides + span]
+            slabs.append(self._route_votes(piece, convolve))
+        return ops.concatenate(slabs, axis=1)
+
+    def _route_votes(self, inputs, convolve):
         shape = ops.shape(inputs)
         batch, in_types, in_atoms = shape[0], shape[4], shape[5]
         # (b, z, y, x, i, a) -> (b·i, z, y, x, a): input types become batch entries.
         folded = ops.reshape(ops.transpose(inputs, (0, 4, 1, 2, 3, 5)), (-1, shape[1], shape[2], shape[3], in_atoms))
-        votes = self.vote_conv(folded)  # (b·i, z', y', x', o·a)
+        votes = convolve(folded)  # (b·i, z', y', x', o·a)
         out_shape = ops.shape(votes)
         spatial = (out_shape[1], out_shape[2], out_shape[3])
         voxels = out_shape[1] * out_shape[2] * out_shape[3]
+        bias = ops.cast(self.capsule_bias, votes.dtype)
+        if self.routings == 1:
+            # One iteration couples every input type to every output type by 1 / output types: the input types'
+            # votes are summed where the convolution left them, without the routing layout's transpose.
+            votes = ops.reshape(votes, (batch, in_types, *spatial, self.num_types, self.num_atoms))
+            weighted = ops.sum(votes, axis=1) * ops.cast(1.0 / self.num_types, votes.dtype)
+            return squash(weighted + bias)
         votes = ops.reshape(votes, (batch, in_types, voxels, self.num_types, self.num_atoms))
         votes = ops.reshape(ops.transpose(votes, (0, 2, 3, 1, 4)), (-1, self.num_types, in_types, self.num_atoms))
-        outputs = route(votes, ops.cast(self.capsule_bias, votes.dtype), self.routings)  # (n, o, a)
+        outputs = route(votes, bias, self.routings)  # (n, o, a)
         return ops.reshape(outputs, (batch, *spatial, self.num_types, self.num_atoms))
 
     def compute_output_shape(self, input_shape):

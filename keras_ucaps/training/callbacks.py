@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -59,6 +60,36 @@ def schedule_callbacks(patience: int, state: dict | None) -> tuple[ResumableEarl
         ResumableReduceLROnPlateau(state.get("plateau"), monitor=MONITOR, factor=0.5,
                                    patience=max(2, patience // 3), min_lr=1e-7),
     )
+
+
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger for history.csv, whose columns survive a resume.
+
+    Keras appends a resumed run's rows under the file's old header whatever columns they have, so a run
+    made before a column existed (``train_seconds``), or resumed off the GPU (``peak_accelerator_gb``), had
+    its new rows shifted under the wrong names. Here the columns are the old header's and the new logs'
+    together: when that differs from the header, the file is first rewritten (atomically) under the union,
+    old rows with empty cells for columns they lack; new rows carry "NA" for values they lack.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None and self.append and os.path.getsize(self.filename):
+            self._widen(sorted((logs or {}).keys()))
+        super().on_epoch_end(epoch, logs)
+
+    def _widen(self, keys: list[str]) -> None:
+        with open(self.filename, newline="") as f:
+            rows = list(csv.reader(f))
+        header = rows[0]
+        self.keys = sorted(set(header[1:]) | set(keys))
+        if header == ["epoch", *self.keys]:
+            return
+        self.csv_file.close()
+        with atomic_path(Path(self.filename)) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["epoch", *self.keys], restval="")
+            writer.writeheader()
+            writer.writerows(dict(zip(header, row, strict=False)) for row in rows[1:])
+        self.csv_file = open(self.filename, "a")  # noqa: SIM115 (closed by on_train_end, as Keras' own)
 
 
 class StepTimer(keras.callbacks.Callback):

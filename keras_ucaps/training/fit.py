@@ -340,7 +340,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
 
     from keras_ucaps.data.pipeline import make_dataset, read_store_info
     from keras_ucaps.models import build_model
-    from keras_ucaps.training.callbacks import RunCheckpoint, StepTimer, schedule_callbacks
+    from keras_ucaps.training.callbacks import HistoryLogger, RunCheckpoint, StepTimer, schedule_callbacks
     from keras_ucaps.training.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss, class_weights
     from keras_ucaps.training.metrics import ClassDice
 
@@ -440,7 +440,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     callbacks = [
         *schedule,
         StepTimer(history_train_seconds(out / "history.csv")),  # before the logger: its figures go into history.csv
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=state is not None),
+        HistoryLogger(str(out / "history.csv"), append=state is not None),
         *([keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False)] if has_tensorflow() else []),
         RunCheckpoint(out, schedule, state),  # last: it records the schedule's counters
     ]
