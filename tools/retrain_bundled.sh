@@ -6,6 +6,8 @@
 #   (seeds 2000-2001), 32³ patches (2 per particle; 2 tomograms for validation);
 #   UNet: 80 steps of 4 per epoch; UCaps (--capsule-init unit): 40 steps of 4 per epoch.
 # Usage: bash tools/retrain_bundled.sh [WORKDIR] [ucaps|unet|both]     (EPOCHS_UNET, EPOCHS_UCAPS)
+# Beside it, `bash tools/snapshot_epochs.sh WORKDIR/ucaps WORKDIR/unet` keeps every epoch's weights, and
+# `python benchmarks/learning_f1.py WORKDIR/ucaps WORKDIR/unet` scores them held out (F1 against training time).
 set -euo pipefail
 work=${1:-runs/retrain}
 which=${2:-both}

@@ -1,0 +1,101 @@
+"""Held-out F1 against training time: each kept epoch of a run, tuned and scored like a bundled model.
+
+    python benchmarks/learning_f1.py RUN [RUN ...] [--epochs 5 10 ...] [--cached] [--work runs/learning_f1]
+
+RUN/epochs/NN/ holds the weights after epoch NN (weights_best.keras, config.json and state.json, as
+``tools/snapshot_epochs.sh`` keeps them beside a running fit). For each kept epoch: ``pick`` with no
+thresholds on a tuning tomogram (``--preset shrec``, seed 98), ``evaluate --model`` writes the best score
+threshold per class into that epoch's folder, then ``pick`` with those thresholds on the held-out tomogram
+(seed 99) and ``evaluate``: precision, recall and F1 per class, as the bundled models' held-out figures are
+made. Printed for every epoch of the run's history.csv: its wall time (``train_seconds``) and validation
+Dice per class, and the held-out F1 where scored. Results are cached in each epoch's folder
+(held_out_scores.json): running it again scores only the epochs not scored yet (none with ``--cached``).
+"""
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predict_speed import cli, timed, working_folder  # noqa: E402
+
+
+def simulated(work, seed, shape, env):
+    folder = work / f"seed{seed}"
+    if not (folder / "tomo.mrc").is_file():
+        timed(cli("simulate", "--preset", "shrec", "--shape", *shape, "--seed", seed, "--out", folder), env=env)
+    return folder
+
+
+def history(run):
+    """{epoch (1-based): (train_seconds or None, validation Dice per class in the run's class order)}."""
+    names = [c["name"] for c in json.loads((run / "config.json").read_text())["classes"]["classes"]]
+    rows = {}
+    with open(run / "history.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            dice = {k.rsplit("_", 1)[1]: float(v) for k, v in row.items() if k.startswith("val_") and "dice_" in k}
+            dice = {name: dice[name] for name in names if name in dice}
+            seconds = float(row["train_seconds"]) if row.get("train_seconds") else None
+            rows[int(row["epoch"]) + 1] = (seconds, dice)
+    return rows
+
+
+def score_epoch(folder, tune, held, env):
+    """Tune thresholds on ``tune``, score ``held``; cached in folder/held_out_scores.json."""
+    result_path = folder / "held_out_scores.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    thresholds = folder / "thresholds.json"
+    if not thresholds.is_file():
+        tune_picks = folder / "tune_picks.csv"  # no thresholds.json yet: every pick is kept
+        timed(cli("pick", tune / "tomo.mrc", "--model", folder, "--out", tune_picks), env=env)
+        timed(cli("evaluate", tune / "tomo_particles.csv", tune_picks, "--voxel-size", 10, "--model", folder),
+              env=env)
+    held_picks = folder / "held_out_picks.csv"
+    seconds, _, _ = timed(cli("pick", held / "tomo.mrc", "--model", folder, "--out", held_picks), env=env)
+    scores_json = folder / "held_out_evaluate.json"
+    timed(cli("evaluate", held / "tomo_particles.csv", held_picks, "--voxel-size", 10, "--json", scores_json),
+          env=env)
+    scores = json.loads(scores_json.read_text())
+    tomo = scores["tomograms"]["tomo"]
+    result = {c: {k: tomo[c][k] for k in ("precision", "recall", "f1")} for c in scores["classes"]}
+    result = {"classes": result, "pick_seconds": seconds}
+    result_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--epochs", nargs="*", type=int, default=None,
+                        help="Score only these kept epochs (default: every kept epoch)")
+    parser.add_argument("--cached", action="store_true", help="Score nothing: print the epochs scored before")
+    parser.add_argument("--shape", nargs=3, type=int, default=(128, 256, 256))
+    parser.add_argument("--work", default=None, help="Folder for the two tomograms (default: a temporary one)")
+    args = parser.parse_args()
+    work, env = working_folder(args.work)
+    tune, held = simulated(work, 98, args.shape, env), simulated(work, 99, args.shape, env)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; 'shrec' tuning seed 98, held out seed 99, "
+          f"{tuple(args.shape)} (z, y, x)")
+    print("| run | epoch | training wall time | validation Dice | held-out F1 (macro) |")
+    print("| --- | --- | --- | --- | --- |")
+    for run in args.runs:
+        for epoch, (seconds, dice) in history(run).items():
+            folder = run / "epochs" / f"{epoch:02d}"
+            wanted = (folder / "weights_best.keras").is_file() and (args.epochs is None or epoch in args.epochs)
+            if (folder / "held_out_scores.json").is_file() or (wanted and not args.cached):
+                f1 = [v["f1"] for v in score_epoch(folder, tune, held, env)["classes"].values()]
+                f1 = f"{' / '.join(f'{v:.2f}' for v in f1)} ({sum(f1) / len(f1):.3f})"
+            else:
+                f1 = ""
+            wall = "" if seconds is None else f"{seconds:,.0f} s"
+            print(f"| {run.name} | {epoch} | {wall} | {' / '.join(f'{v:.3f}' for v in dice.values())} | {f1} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
