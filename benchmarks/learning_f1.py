@@ -64,7 +64,9 @@ def score_epoch(folder, tune, held, env):
     tomo = scores["tomograms"]["tomo"]
     result = {c: {k: tomo[c][k] for k in ("precision", "recall", "f1")} for c in scores["classes"]}
     result = {"classes": result, "pick_seconds": seconds}
-    result_path.write_text(json.dumps(result, indent=2))
+    partial = result_path.with_suffix(".partial")
+    partial.write_text(json.dumps(result, indent=2))
+    os.replace(partial, result_path)
     return result
 
 
