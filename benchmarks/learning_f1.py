@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import evaluate  # noqa: E402
 from predict_speed import cli, timed, working_folder  # noqa: E402
 
 
@@ -57,12 +58,8 @@ def score_epoch(folder, tune, held, env):
               env=env)
     held_picks = folder / "held_out_picks.csv"
     seconds, _, _ = timed(cli("pick", held / "tomo.mrc", "--model", folder, "--out", held_picks), env=env)
-    scores_json = folder / "held_out_evaluate.json"
-    timed(cli("evaluate", held / "tomo_particles.csv", held_picks, "--voxel-size", 10, "--json", scores_json),
-          env=env)
-    scores = json.loads(scores_json.read_text())
-    tomo = scores["tomograms"]["tomo"]
-    result = {c: {k: tomo[c][k] for k in ("precision", "recall", "f1")} for c in scores["classes"]}
+    scores = evaluate(folder, held / "tomo_particles.csv", held_picks, "held_out_evaluate", 10, env)
+    result = {c: {k: v[k] for k in ("precision", "recall", "f1")} for c, v in scores.items()}
     result = {"classes": result, "pick_seconds": seconds}
     partial = result_path.with_suffix(".partial")
     partial.write_text(json.dumps(result, indent=2))
