@@ -1,6 +1,6 @@
 """Forward+backward time and peak memory per 64³ sample, UCaps vs UNet, on this machine.
 
-    python benchmarks/model_speed.py [--side 64] [--batch 1] [--steps 3] [--jit]
+    python benchmarks/model_speed.py [--side 64] [--batch 1] [--steps 3] [--jit] [--precisions float32 ...]
 
 Each (model, precision) runs in its own process: peak RSS is that process's
 maximum resident memory minus what it held after building the model. Prints
@@ -70,18 +70,21 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--jit", action="store_true", help="XLA-compile the steps")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"],
+                        choices=["float32", "mixed_bfloat16"],
+                        help="Keras dtype policies to time (bfloat16 is slow on a CPU without its instructions)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.side}³ patches, batch {args.batch}, "
           f"{'XLA' if args.jit else 'no XLA'}, times per sample")
     print("| model | precision | forward | forward + backward (train step) | peak RAM above the built model |")
     print("| --- | --- | --- | --- | --- |")
     results = {}
-    for policy in ("float32", "mixed_bfloat16"):
+    for policy in args.precisions:
         for arch in ("unet", "ucaps"):
             r = results[arch, policy] = run(arch, policy, args)
             print(f"| {arch} | {policy} | {r['forward_s']:.2f} s | {r['train_step_s']:.2f} s | {r['peak_gb']:.2f} GB |",
                   flush=True)
-    for policy in ("float32", "mixed_bfloat16"):
+    for policy in args.precisions:
         ratio = results["ucaps", policy]["train_step_s"] / results["unet", policy]["train_step_s"]
         print(f"UCaps / UNet train-step time, {policy}: {ratio:.2f}×")
 
