@@ -5,8 +5,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_ucaps.layers.capsules import (CapsuleLength, ChannelsToCapsule, ConvCapsule3D, FlattenCapsules,
-                                         UnitLengthVotes)
+from keras_ucaps.layers.capsules import (
+    CapsuleLength,
+    ChannelsToCapsule,
+    ConvCapsule3D,
+    FlattenCapsules,
+    UnitLengthVotes,
+)
 from keras_ucaps.models.blocks import conv_norm_act
 from keras_ucaps.models.contract import TileContract, whole_input_tile
 
