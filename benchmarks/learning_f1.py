@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import evaluate  # noqa: E402
 from predict_speed import cli, timed, working_folder  # noqa: E402
 
+from keras_ucaps.io.jsonfile import write_json  # noqa: E402
+
 
 def simulated(work, seed, shape, env):
     folder = work / f"seed{seed}"
@@ -61,9 +63,7 @@ def score_epoch(folder, tune, held, env):
     scores = evaluate(folder, held / "tomo_particles.csv", held_picks, "held_out_evaluate", 10, env)
     result = {c: {k: v[k] for k in ("precision", "recall", "f1")} for c, v in scores.items()}
     result = {"classes": result, "pick_seconds": seconds}
-    partial = result_path.with_suffix(".partial")
-    partial.write_text(json.dumps(result, indent=2))
-    os.replace(partial, result_path)
+    write_json(result_path, result)
     return result
 
 
