@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one retraining of the bundled shrec models (#14): domain-randomised data, robust normalisation, balanced
 # classes, imaging augmentation. Resumable: run it again (in later sessions) and each fit continues with
-# --resume until EPOCHS; a run folder outside any temporary directory survives the machine.
+# --resume until EPOCHS. A run folder does not survive the session's machine: before a session ends,
+# `python tools/carry_retraining.py save WORKDIR/unet WORKDIR/ucaps` copies the resumable state into retraining/
+# (committed), and this script restores it on the next machine; the data are made again from their seeds.
 #   8 tomograms 128×256×256 (`simulate --randomize`, seeds 1000-1007) and 2 thicker ones 200×256×256
 #   (seeds 2000-2001), 32³ patches (2 per particle; 2 tomograms for validation);
 #   UNet: 80 steps of 4 per epoch; UCaps (--capsule-init unit): 40 steps of 4 per epoch.
@@ -21,6 +23,8 @@ mkdir -p "$work"
     --per-particle 2
 common=(--data "$work/patches32.h5" --batch-size 4 --patience 10 --mixed-precision off --balance-classes
         --augment-imaging)
+# A new machine has no run folders: continue from the state carried in the repository (retraining/NAME/).
+python3 "$(dirname "$0")/carry_retraining.py" restore "$work/unet" "$work/ucaps"
 resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 if [ "$which" != ucaps ]; then
   # shellcheck disable=SC2046
