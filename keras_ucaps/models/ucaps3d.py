@@ -161,6 +161,11 @@ class UCaps3D(keras.Model):
         """Input sides must be multiples of this."""
         return 2**self.levels
 
+    @property
+    def capsule_stride(self) -> int:
+        """Voxels per final capsule along each axis: the block that ``capsule_lengths`` scores."""
+        return 2**self.levels
+
     def tile_contract(self, patch_size: int) -> TileContract:
         """How prediction tiles this model: see :mod:`keras_ucaps.models.contract`."""
         return self.contract_of(self.get_config(), patch_size)

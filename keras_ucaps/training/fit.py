@@ -415,7 +415,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         RunCheckpoint.restore(out, model)
         trim_history(out / "history.csv", state["epoch"])
 
-    stride = 2 ** model.levels if settings.model == "ucaps" else 1
+    stride = model.capsule_stride if "capsule_lengths" in outputs else 1
     common = dict(outputs=outputs, capsule_stride=stride, seed=settings.seed)
     steps = settings.steps_per_epoch or max(1, len(train_idx) // settings.batch_size)
     validation_steps = settings.validation_steps or -(-len(val_idx) // settings.batch_size)
