@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Keep each finished epoch's weights of running fits, for F1 against training time
 # (benchmarks/learning_f1.py): RUN/epochs/NN/ gets weights_best.keras (the run's weights_last.keras after
-# epoch NN), config.json and the checkpoint's state.json. Polls every 30 s until killed.
+# epoch NN), config.json and the checkpoint's state.json. Polls every 30 s (--every S) until killed, or once
+# (--once).
 # fit writes weights_last.keras, then checkpoint/state.json: a copy counts only when the weights are no newer
 # than the state, before and after copying (else the next epoch is being saved; the next poll takes it).
-# Usage: bash tools/snapshot_epochs.sh RUN [RUN ...]
+# Usage: bash tools/snapshot_epochs.sh [--every S | --once] RUN [RUN ...]
 set -uo pipefail
-[ $# -gt 0 ] || { echo "usage: $0 RUN [RUN ...]" >&2; exit 2; }
+every=30; once=0
+case ${1:-} in
+  --every) every=$2; shift 2 ;;
+  --once) once=1; shift ;;
+esac
+[ $# -gt 0 ] || { echo "usage: $0 [--every S | --once] RUN [RUN ...]" >&2; exit 2; }
 keep_epoch='
 import json, os, shutil, sys, zipfile
 from pathlib import Path
@@ -32,5 +38,6 @@ while true; do
   for run in "$@"; do
     python3 -c "$keep_epoch" "$run" | sed "s/^/$(date +%T) /"
   done
-  sleep 30
+  [ $once = 1 ] && break
+  sleep "$every"
 done
