@@ -3,7 +3,8 @@
 # tool: the data of tools/retrain_bundled.sh, simulated again from the same seeds (one process per tomogram),
 # the same fit options, but 500 steps of 4 per epoch (12.5 of the CPU recipe's epochs) and 80 validation
 # steps. It trains until --seconds after the call began, stops the fit cleanly (SIGTERM: at most the current
-# epoch is lost) and leaves in $OUT (≤ 8 files of ≤ 15 MiB, the device tool's limits):
+# epoch is lost; the CLI acts on it between Python steps, so a fit still inside XLA's compilation 60 s later is
+# killed) and leaves in $OUT (≤ 8 files of ≤ 15 MiB, the device tool's limits):
 #   carried.tgz             retraining/ucaps without its checkpoint (tools/carry_retraining.py save): the best
 #                           model without optimizer state, config.json, history.csv, each kept epoch's state.json
 #   epoch_NN.keras          up to three epochs' models (without optimizer state), spread over the training
@@ -17,8 +18,8 @@
 #
 # Usage (device tool, repo root, carry [".whl"]; the wheels as for benchmarks/gpu_train.sh, see the README):
 #   bash tools/retrain_gpu.sh [--seconds S] [--work DIR] [--cpu]
-# --cpu: a dry run on a CPU (JAX, three small tomograms, a 2-level UCaps, 2 steps per epoch) that checks
-# every stage, e.g. `bash tools/retrain_gpu.sh --cpu --seconds 400 --work /tmp/retrain_gpu`.
+# --cpu: a dry run on a CPU (JAX, four small tomograms, a 2-level UCaps, 2 steps per epoch) that checks
+# every stage, e.g. `bash tools/retrain_gpu.sh --cpu --seconds 420 --work /tmp/retrain_gpu` (8 minutes on 2 cores).
 set -euo pipefail
 seconds=540; work=runs/retrain_gpu; cpu=0
 while [ $# -gt 0 ]; do
@@ -82,7 +83,7 @@ resume=(); [ -f "$run/checkpoint/state.json" ] && resume=(--resume)
 bash tools/snapshot_epochs.sh --every 5 "$run" > "$work/snapshots.log" 2>&1 & snapshots=$!
 left=$(( seconds - $(elapsed) ))
 [ "$left" -gt 60 ] || { echo "no time left to train ($(elapsed) s spent)"; exit 1; }
-timeout --signal=TERM "$left" "${ku[@]}" fit --model ucaps --capsule-init unit "${model[@]}" \
+timeout --signal=TERM --kill-after=60 "$left" "${ku[@]}" fit --model ucaps --capsule-init unit "${model[@]}" \
     --data "$work/patches32.h5" --out "$run" --epochs 1000 --steps-per-epoch $steps --validation-steps $validation \
     --batch-size 4 --patience 10 --mixed-precision off --balance-classes --augment-imaging "${resume[@]}" \
     > "$work/fit.log" 2>&1 || true
@@ -91,6 +92,7 @@ bash tools/snapshot_epochs.sh --once "$run" >> "$work/snapshots.log" 2>&1
 grep -v "^\s*[0-9]*/[0-9]* " "$work/fit.log" | tail -n 5
 cat "$run/history.csv" | cut -d, -f1-12
 echo "trained until $(elapsed) s"
+[ -f "$run/checkpoint/state.json" ] || { echo "no epoch finished within --seconds $seconds: nothing to bring back"; exit 1; }
 
 # 3. Back: the carried state (without its checkpoint) and three epochs' models into $OUT, the checkpoint
 #    into WORK/back for a second call.
