@@ -90,7 +90,7 @@ timeout --signal=TERM --kill-after=60 "$left" "${ku[@]}" fit --model ucaps --cap
 kill $snapshots 2> /dev/null || true
 bash tools/snapshot_epochs.sh --once "$run" >> "$work/snapshots.log" 2>&1
 grep -v "^\s*[0-9]*/[0-9]* " "$work/fit.log" | tail -n 5
-cat "$run/history.csv" | cut -d, -f1-12
+cut -d, -f1-12 "$run/history.csv"
 echo "trained until $(elapsed) s"
 [ -f "$run/checkpoint/state.json" ] || { echo "no epoch finished within --seconds $seconds: nothing to bring back"; exit 1; }
 
@@ -104,9 +104,8 @@ tar czf - -C "$work/carried" ucaps/checkpoint | split -b 15M - "$work/back/check
 import json, sys
 from pathlib import Path
 
-import keras
-
-import keras_ucaps  # noqa: F401  (registers the layers)
+sys.path.insert(0, "tools")
+from carry_retraining import _model_alone
 
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 kept = sorted(int(p.name) for p in (run / "epochs").glob("*") if (p / "weights_best.keras").is_file())
@@ -114,8 +113,7 @@ last = json.loads((run / "checkpoint" / "state.json").read_text())["epoch"] if k
 kept = [e for e in kept if e < last]  # the last epoch is the carried checkpoint; the best, weights_best.keras
 chosen = sorted({kept[round(q * (len(kept) - 1))] for q in (0.0, 0.4, 0.75)}) if kept else []
 for epoch in chosen:
-    model = keras.saving.load_model(run / "epochs" / f"{epoch:02d}" / "weights_best.keras", compile=False)
-    model.save(out / f"epoch_{epoch:02d}.keras")
+    _model_alone(run / "epochs" / f"{epoch:02d}" / "weights_best.keras", out / f"epoch_{epoch:02d}.keras")
     print(f"epoch {epoch}: {out / f'epoch_{epoch:02d}.keras'}")
 EOF
 ls -la "$out" "$work/back"
