@@ -153,6 +153,35 @@ def test_touching_large_particles_are_split_into_one_pick_each():
     assert len(rows) == 3
 
 
+def test_crowded_large_particles_with_flat_probability_get_one_pick_at_each_centre():
+    """A network's map of crowded large particles (4v94 in the shrec preset): one blob whose probability is
+    nearly flat, sphere targets overlapping (centres down to 1.45 radii apart), the gaps between them painted
+    too. Smoothed-probability peaks lost a third of such centres (4v94 held-out F1 0.43, 0.18 at SNR 0.05)."""
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
+    radius, shape = 6.0, (36, 60, 60)
+    rng = np.random.default_rng(3)
+    centres = []
+    while len(centres) < 24:
+        c = rng.uniform(0.8 * radius, np.array(shape) - 0.8 * radius)
+        if all(np.linalg.norm(c - o) >= 1.45 * radius for o in centres):
+            centres.append(c)
+    centres = np.array(centres)  # z, y, x
+    distance, nearest = cKDTree(centres).query(np.indices(shape).reshape(3, -1).T)
+    distance, nearest = distance.reshape(shape), nearest.reshape(shape)
+    balls = distance <= radius
+    blob = ndimage.binary_closing(balls, np.ones((3, 3, 3)), iterations=2) | balls
+    level = rng.uniform(0.85, 0.97, len(centres))  # each particle as confident as the network happens to be
+    prob = np.where(balls, level[nearest] - 0.1 * (distance / radius) ** 2, np.where(blob, 0.8, 0.05))
+    labels = blob.astype(np.int8)
+    assert ndimage.label(labels)[1] <= 2
+    picks = pick_particles(labels, ClassRegistry.from_radii({"big": 60.0}), 10.0,
+                           probabilities={"big": prob.astype(np.float32)})
+    rows, _ = match(centres[:, ::-1], picks.coords, max_distance=0.5 * radius)
+    assert len(rows) >= 22 and len(picks) - len(rows) <= 1, (len(rows), len(picks))  # the Gaussian rule: 18 of 24
+
+
 def test_pick_predicts_tomograms_with_a_model_first(tmp_path):
     from keras_ucaps.models import UNet3D
 
@@ -227,8 +256,9 @@ def test_split_and_whole_picks_are_scored_alike():
 
 
 def _dense_reference_picks(labels, prob, radius, smallest):
-    """The picking rule computed the plain way, over whole dense arrays (ndimage's measurements and whole-map
-    smoothing): what the memory-bounded implementation must reproduce. Returns (z, y, x) centres and scores."""
+    """The picking rule computed the plain way, over whole dense arrays (ndimage's measurements and the ball
+    fit over the whole map): what the memory-bounded implementation must reproduce. Returns (z, y, x) centres
+    and scores."""
     from scipy import ndimage
     from scipy.spatial import cKDTree
 
@@ -241,8 +271,13 @@ def _dense_reference_picks(labels, prob, radius, smallest):
     whole, merged = keep[sizes[keep - 1] <= 1.5 * sphere], keep[sizes[keep - 1] > 1.5 * sphere]
     centres = list(np.array(ndimage.center_of_mass(prob, components, whole)).reshape(-1, 3))
     scores = list(ndimage.mean(prob, components, whole))
-    smooth = ndimage.gaussian_filter(prob, sigma=max(1.0, radius / 3))
-    peaks = np.isin(components, merged) & (smooth == ndimage.maximum_filter(smooth, 2 * int(round(radius)) + 1))
+    from scipy.signal import fftconvolve
+
+    grid = np.mgrid[-4:5, -4:5, -4:5]
+    ball = ((grid**2).sum(axis=0) <= radius**2).astype(np.float32)  # radius 4
+    fit = fftconvolve(np.pad(2 * prob - 1, 4, constant_values=-1), ball, mode="valid")
+    window = 2 * int(round(radius / 3**0.5)) + 1
+    peaks = np.isin(components, merged) & (fit == ndimage.maximum_filter(fit, window, mode="nearest"))
     for component in merged:
         zyx = np.argwhere(peaks & (components == component))
         voxels = np.argwhere(components == component)
