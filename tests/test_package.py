@@ -34,3 +34,18 @@ def test_the_command_line_imports_nothing_heavy_for_help():
         capture_output=True, text=True, check=True,
     )
     assert probe.stdout.strip() == "[]"  # `keras-ucaps --help` answers at once
+
+
+def test_tensorflow_startup_notes_are_dropped_from_standard_error_and_other_lines_kept():
+    """On AVX-512/AMX CPUs TensorFlow 2.21 writes its oneDNN note through absl before absl is initialised,
+    which TF_CPP_MIN_LOG_LEVEL does not reach: the command line filters file descriptor 2."""
+    notes = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n"
+             "I0000 00:00:1796211118.990610   10052 port.cc:153] oneDNN custom operations are on. You may see "
+             "slightly different numerical results.\\n")
+    probe = subprocess.run(
+        [sys.executable, "-c", "import os; from keras_ucaps.cli.quiet import drop_tensorflow_startup_notes;"
+         f"drop_tensorflow_startup_notes(); os.write(2, b'{notes}'); os.write(2, b'Error: x.mrc: no such file\\n');"
+         "import sys; print('note: kept', file=sys.stderr)"],
+        capture_output=True, text=True, check=True,
+    )
+    assert probe.stderr == "Error: x.mrc: no such file\nnote: kept\n"

@@ -55,8 +55,10 @@ def main():
     Arrays are (z, y, x); coordinates are x, y, z in voxels unless a file
     format says Å; voxel sizes are in Å.
     """
+    from keras_ucaps.cli.quiet import drop_tensorflow_startup_notes
     from keras_ucaps.io.atomic import remove_scratch_on_termination
 
+    drop_tensorflow_startup_notes()
     # A polite kill (SIGTERM, as schedulers send) removes this process's scratch; outputs are never left half.
     remove_scratch_on_termination()
 
