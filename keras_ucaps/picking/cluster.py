@@ -125,8 +125,8 @@ def _labelled_voxels(mask: np.ndarray, prob) -> tuple[np.ndarray, np.ndarray]:
 
 # Peaks are maxima over a cube of half-width radius / SEPARATION: with √3 the cube fits inside the ball of the
 # radius, so two particles a radius apart (crowded sphere targets overlap) both keep their peaks; picks closer
-# than ``suppress`` × radius are merged afterwards. Measured on crowded 4v94 blobs (shrec-unet, seed 99): 1
-# (a radius-wide cube) 0.658, √3 0.667, 2 0.659 F1 before thresholds.
+# than ``suppress`` × radius are merged afterwards. Measured on crowded 4v94 blobs (shrec-unet, seed 99), 4v94
+# F1 before thresholds: 1 (a radius-wide cube) 0.658, √3 0.667, 2 0.659.
 SEPARATION = 3**0.5
 
 
@@ -182,7 +182,8 @@ def _split_at_peaks(prob, labels, label, components, merged, radius):
 
 def _ball_fit(weight: np.ndarray, kernel: np.ndarray, slab: int = 32) -> np.ndarray:
     """Sum of (2 × weight − 1) over ``kernel`` about each voxel, float32, by FFT a slab of z planes at a time
-    (a 200×512×512 blob at once peaked at 2.7 GB); outside the array counts as background (weight 0)."""
+    (the FFT's temporaries stay a slab's size; the split's peak on a 200×512×512 one-blob map, 3.2 GB, is the
+    voxel lists'); outside the array counts as background (weight 0)."""
     from scipy.signal import fftconvolve
 
     half = kernel.shape[0] // 2
