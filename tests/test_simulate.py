@@ -250,3 +250,35 @@ def test_b_factor_and_defocus_reach_the_microscope_from_the_command_line(tmp_pat
         result = run_cli("simulate", "--size", "small", "--out", tmp_path / "bad", *bad)
         assert result.returncode == 2 and ("--defocus" in result.stderr or "--b-factor" in result.stderr), result.stderr
         assert not (tmp_path / "bad" / "tomo.mrc").exists()
+
+
+def test_a_second_simulation_with_other_classes_does_not_relabel_the_folder(tmp_path):
+    # classes.json maps the label maps' values to names for every tomogram of the folder: one of other
+    # classes written over it would turn the first tomogram's 4v94s into 3j9is without a word.
+    small = ["--shape", "16", "32", "32", "--mode", "fast", "--out", tmp_path]
+    assert run_cli("simulate", "--preset", "shrec", *small).returncode == 0
+    before = (tmp_path / "classes.json").read_text()
+    result = run_cli("simulate", "--preset", "invitro", "--name", "other", *small)
+    assert result.returncode == 2 and "classes.json" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert (tmp_path / "classes.json").read_text() == before and not list(tmp_path.glob("other*"))
+    # The same classes again (another seed, other radii by a fraction of a voxel) share the folder.
+    assert run_cli("simulate", "--preset", "shrec", "--name", "again", "--seed", "4", *small).returncode == 0
+    assert (tmp_path / "again.mrc").is_file()
+
+
+def test_two_simulations_of_other_classes_run_at_once_into_one_folder_leave_one_consistent_folder(tmp_path):
+    import subprocess
+    import sys
+
+    small = ["--shape", "16", "32", "32", "--mode", "fast", "--out", str(tmp_path)]
+    jobs = {preset: subprocess.Popen([sys.executable, "-m", "keras_ucaps", "simulate", "--preset", preset, "--name",
+                                      preset, *small], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for preset in ("shrec", "invitro")}
+    codes = {preset: job.wait() for preset, job in jobs.items()}
+    assert sorted(codes.values()) == [0, 2]
+    winner = next(p for p, c in codes.items() if c == 0)
+    loser = next(p for p, c in codes.items() if c == 2)
+    names = {c["name"] for c in json.loads((tmp_path / "classes.json").read_text())["classes"]}
+    assert names == {"shrec": {"4v94", "1bxn", "3gl1"}, "invitro": {"3j9i", "4v4r"}}[winner]
+    assert set(read_particles(tmp_path / f"{winner}_particles.csv").class_name) <= names
+    assert not list(tmp_path.glob(f"{loser}*"))

@@ -21,7 +21,9 @@ exact shape-mask label map (distractors stay background in both).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -421,6 +423,55 @@ def _table(rows, name: str) -> ParticleTable:
     return ParticleTable.from_columns(np.array(coords), list(names), name, angles=np.array(angles))
 
 
+# Radii of one class in two simulations of a folder may differ by this fraction (templates resampled to other
+# voxel sizes by --randomize differ by a fraction of a voxel); the folder's classes.json keeps the first.
+RADIUS_TOLERANCE = 0.05
+
+
+def claim_classes(out: Path, classes: ClassRegistry) -> Path:
+    """``out/classes.json``: written when absent; when present (another simulation of the folder, perhaps running
+    now) it must name the same classes with the same labels, and is kept.
+
+    Every tomogram of a folder is read with its one classes.json (``patches --simulation``): one of other classes
+    written over it would give the earlier tomograms' labels other names. Raises InputError naming the file.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "classes.json"
+    with _folder_lock(out):
+        if not path.is_file():
+            return classes.save(path)
+        existing = ClassRegistry.load(path)
+        mine = {c.name: (c.label, c.radius) for c in classes.classes}
+        theirs = {c.name: (c.label, c.radius) for c in existing.classes}
+        if {n: v[0] for n, v in mine.items()} != {n: v[0] for n, v in theirs.items()}:
+            have = ", ".join(f"{c.label} {c.name}" for c in existing.classes)
+            want = ", ".join(f"{c.label} {c.name}" for c in classes.classes)
+            raise InputError(path, f"this folder's tomograms have classes {have}; this simulation's are {want}: "
+                                   "simulate into another --out")
+        for name, (_, radius) in mine.items():
+            if abs(radius - theirs[name][1]) > RADIUS_TOLERANCE * theirs[name][1]:
+                raise InputError(path, f"class {name} has radius {theirs[name][1]:g} Å in this folder, {radius:g} Å "
+                                       "in this simulation: simulate into another --out")
+        return path
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive lock on ``folder`` (flock on the directory itself, so nothing is left in it; none where the
+    platform has no flock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def write_simulation(sim: Simulation, out: Path, name: str = "tomo", randomized: dict | None = None) -> dict[str, Path]:
     """Write a simulation's files into ``out`` (each atomically); returns them by role.
 
@@ -430,6 +481,7 @@ def write_simulation(sim: Simulation, out: Path, name: str = "tomo", randomized:
     """
     out = Path(out)
     vs = sim.settings.voxel_size
+    classes = claim_classes(out, sim.classes)  # first: a clash leaves the folder as it was
     files = {
         "tomogram": write_volume(out / f"{name}.mrc", sim.tomogram, vs),
         "labels": write_volume(out / f"{name}_labels.mrc", sim.sphere_labels, vs, dtype="int8"),
@@ -438,7 +490,7 @@ def write_simulation(sim: Simulation, out: Path, name: str = "tomo", randomized:
         "star": write_particles(sim.particles, out / f"{name}_particles.star", "relion4",
                                 FormatContext(voxel_size=vs, classes=sim.classes)),
         "distractors": write_particles(sim.distractors, out / f"{name}_distractors.csv"),
-        "classes": sim.classes.save(out / "classes.json"),
+        "classes": classes,
     }
     settings = dataclasses.asdict(sim.settings)
     settings["seconds"] = {k: round(v, 2) for k, v in sim.seconds.items()}
