@@ -23,6 +23,8 @@ The shifted test set: beside the in-distribution tomogram, the same particles (s
 the training data, one change at a time (SHIFTS: the other simulation mode, a sharper and a blurrier
 envelope, SNR 0.05 and 0.3 per projection, a ±45° tilt range, a 200-deep slab), each picked with each model
 (bundled name or run folder, its own thresholds) and scored: macro F1 per tomogram and the largest drop.
+Each model's probability maps are kept in --work (SHIFT/NAME_maps/): run again, it only picks and scores, so
+thresholds tuned again are scored without predicting again.
 """
 
 import argparse
@@ -35,6 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict_speed import cli, timed, working_folder  # noqa: E402
+
+from keras_ucaps.pretrained import model_path  # noqa: E402
 
 DEEPFINDER = r"""
 import sys, time, json, csv
@@ -119,9 +123,13 @@ def shifted(args, work, env):
         truth = folder / "tomo_particles.csv"
         for model in models:
             name = _slug(Path(model).name)
-            picks = folder / f"{name}_picks.csv"
-            if not picks.is_file():
-                timed(cli("pick", folder / "tomo.mrc", "--model", model, "--out", picks), env=env)
+            maps, picks = folder / f"{name}_maps", folder / f"{name}_picks.csv"
+            if not (maps / "tomo_labels.mrc").is_file():  # kept: thresholds tuned again re-pick without predicting
+                timed(cli("predict", model, folder / "tomo.mrc", "--out", maps), env=env)
+            run = model_path(model)
+            thresholds = (run if run.is_dir() else run.parent) / "thresholds.json"
+            timed(cli("pick", maps / "tomo_labels.mrc", "--out", picks,
+                      *(["--thresholds", thresholds] if thresholds.is_file() else [])), env=env)
             scores = evaluate(folder, truth, picks, name, 10, env)
             table.setdefault(model, {})[shift] = scores
             f1 = {c: round(v["f1"], 3) for c, v in scores.items()}

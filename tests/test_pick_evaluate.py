@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -134,6 +135,53 @@ def test_confusion_shrec_thresholds_voxel_ap_and_report(tmp_path):
 
     kept = apply_thresholds(predicted, tmp_path / "run" / "thresholds.json")
     assert len(kept) == 3 and kept.score.min() >= 0.7
+
+
+def test_tuned_thresholds_keep_their_f1_when_another_tomograms_scores_are_lower(tmp_path):
+    # The tuning tomogram: 20 true picks scoring 0.90-0.94, 20 false ones below 0.90. The best F1 (1.0) is at
+    # 0.90, the edge of a cliff; below it F1 falls slowly (false picks come in), above it fast (true ones go).
+    # On a noisier tomogram every score is 0.03 lower: the threshold at the cliff's edge loses three quarters
+    # of the particles; one inside the plateau loses none.
+    def picks(offset):
+        true = [[10 + 20 * i, 10, 10] for i in range(20)]
+        false = [[10 + 20 * i, 60, 10] for i in range(20)]
+        scores = [*np.linspace(0.90, 0.94, 20), *np.linspace(0.50, 0.89, 20)]
+        return ParticleTable.from_columns(true + false, ["small"] * 40, "t", score=np.array(scores) - offset)
+
+    truth = ParticleTable.from_columns([[10 + 20 * i, 10, 10] for i in range(20)], ["small"] * 20, "t")
+    classes = ClassRegistry.from_radii({"small": 30.0})
+    write_particles(truth, tmp_path / "truth.csv")
+    write_particles(picks(0.0), tmp_path / "tuning.csv")
+    classes.save(tmp_path / "classes.json")
+    (tmp_path / "run").mkdir()
+    result = run_cli("evaluate", tmp_path / "truth.csv", tmp_path / "tuning.csv", "--voxel-size", "10",
+                     "--classes", tmp_path / "classes.json", "--model", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"best score threshold per class: small 0\.(89\d|900) \(F1 1\.000\)", result.stdout)
+
+    from keras_ucaps.cli.pick import apply_thresholds
+
+    kept = apply_thresholds(picks(0.03), tmp_path / "run" / "thresholds.json")
+    assert evaluate_tables(truth, kept, classes, 10.0)["classes"]["small"]["f1"] >= 0.9
+
+
+def test_a_class_without_false_picks_in_tuning_gets_no_threshold_that_drops_lower_scoring_true_ones(tmp_path):
+    # Every pick of the tuning tomogram is true and scores 0.90-0.95: its best threshold is its lowest score,
+    # which no false pick justified. A noisier tomogram's true picks score 0.70-0.80: all must be kept.
+    truth = ParticleTable.from_columns([[10 + 20 * i, 10, 10] for i in range(10)], ["small"] * 10, "t")
+    classes = ClassRegistry.from_radii({"small": 30.0})
+    write_particles(truth, tmp_path / "truth.csv")
+    write_particles(truth.replace(score=np.linspace(0.90, 0.95, 10)), tmp_path / "tuning.csv")
+    classes.save(tmp_path / "classes.json")
+    (tmp_path / "run").mkdir()
+    result = run_cli("evaluate", tmp_path / "truth.csv", tmp_path / "tuning.csv", "--voxel-size", "10",
+                     "--classes", tmp_path / "classes.json", "--model", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+
+    from keras_ucaps.cli.pick import apply_thresholds
+
+    kept = apply_thresholds(truth.replace(score=np.linspace(0.70, 0.80, 10)), tmp_path / "run" / "thresholds.json")
+    assert len(kept) == 10
 
 
 def test_touching_large_particles_are_split_into_one_pick_each():

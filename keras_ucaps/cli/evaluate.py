@@ -105,6 +105,9 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
     sweep = scores["thresholds"] = threshold_sweep(truth_table, predicted_table, classes, voxel_size, tolerance)
     click.echo("\nbest score threshold per class: " + ", ".join(
         f"{n} {r['best_threshold']:.3f} (F1 {r['best_f1']:.3f})" for n, r in sweep.items() if r["best_f1"] is not None)
+        + "\nthreshold in the middle of the F1 plateau (what --model writes): " + ", ".join(
+        f"{n} {r['tuned_threshold']:.3f} (F1 {r['tuned_f1']:.3f})" for n, r in sweep.items()
+        if r["tuned_f1"] is not None)
         if any(r["best_f1"] is not None for r in sweep.values()) else "\nno scores to sweep")
     labels_true = labels_predicted = None
     if truth_labels is not None:
@@ -121,7 +124,7 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
     if predictions_dir is not None:
         labels_predicted = _voxel_scores(scores, predictions_dir, truth_table, labels_true, classes, truth_labels)
     if model_dir is not None:
-        thresholds = {n: r["best_threshold"] for n, r in sweep.items()}
+        thresholds = {n: r["tuned_threshold"] for n, r in sweep.items()}
         write_json(Path(model_dir) / "thresholds.json", {"tolerance": tolerance, "thresholds": thresholds})
         click.echo(f"wrote {Path(model_dir) / 'thresholds.json'}")
     if report_path is not None:

@@ -140,25 +140,58 @@ def shrec_counts(mask_labels: np.ndarray, predicted: ParticleTable, classes: Cla
     return out
 
 
+# Half-width of the window over which `evaluate --model` averages F1 before choosing a class's threshold:
+# 2.5 % of the score scale ([0, 1] for our picks' mean probabilities).
+PLATEAU = 0.025
+
+
 def threshold_sweep(truth: ParticleTable, predicted: ParticleTable, classes: ClassRegistry, voxel_size: float,
-                    tolerance: float = 0.5, steps: int = 50) -> dict:
-    """Per class: precision, recall and F1 of the picks scoring at least each threshold,
-    and the threshold with the best F1."""
+                    tolerance: float = 0.5, steps: int = 50, plateau: float = PLATEAU) -> dict:
+    """Per class: precision, recall and F1 of the picks scoring at least each threshold, the threshold with the
+    best F1 (``best_threshold``, ``best_f1``: the oracle), and the threshold to tune with (``tuned_threshold``,
+    F1 there ``tuned_f1``): the middle of the F1 plateau.
+
+    The best F1 of one tuning tomogram often sits on a narrow spike at the edge of a cliff (its few
+    highest-scoring false picks gone, its true ones not yet): a threshold chosen there loses much of a class's
+    recall as soon as another tomogram's scores are a little lower (lower SNR, thicker ice). The tuned
+    threshold instead maximises the F1 averaged over thresholds within ``plateau`` × the score scale (the
+    scale is 1 for scores in [0, 1], else the scores' range) on a regular grid, so it stays inside the range
+    of thresholds that all do well. A tuned threshold that keeps every pick of the tuning tomogram is the
+    bottom of the score scale (0 for scores in [0, 1]): the tomogram's lowest score is no boundary that it
+    showed, and another tomogram's true picks may well score lower.
+    """
     out = {}
     for cls in classes.classes:
         picks = predicted.where(class_name=cls.name)
+        truths = truth.where(class_name=cls.name)
         scores = picks.score[np.isfinite(picks.score)]
         if len(scores) == 0:
-            out[cls.name] = {"best_threshold": 0.0, "best_f1": None, "curve": []}
+            out[cls.name] = {"best_threshold": 0.0, "best_f1": None, "tuned_threshold": 0.0, "tuned_f1": None,
+                             "curve": []}
             continue
-        thresholds = np.unique(np.quantile(scores, np.linspace(0, 1, steps)))
+
+        def counts_at(threshold, picks=picks, truths=truths, cls=cls):  # matching is per class
+            kept = picks[np.nan_to_num(picks.score, nan=1.0) >= threshold]
+            return evaluate_tables(truths, kept, classes, voxel_size, tolerance)["classes"][cls.name]
+
         curve = []
-        for threshold in thresholds:
-            kept = predicted[(predicted.class_name != cls.name) | (np.nan_to_num(predicted.score, nan=1.0)
-                                                                   >= threshold)]
-            counts = evaluate_tables(truth, kept, classes, voxel_size, tolerance)["classes"][cls.name]
+        for threshold in np.unique(np.quantile(scores, np.linspace(0, 1, steps))):
+            counts = counts_at(threshold)
             curve.append({"threshold": float(threshold), "precision": counts["precision"],
                           "recall": counts["recall"], "f1": counts["f1"]})
         best = max(curve, key=lambda c: (c["f1"], -c["threshold"]))
-        out[cls.name] = {"best_threshold": best["threshold"], "best_f1": best["f1"], "curve": curve}
+        lo, hi = float(scores.min()), float(scores.max())
+        half = plateau * (1.0 if 0.0 <= lo and hi <= 1.0 else hi - lo)
+        if half > 0 and hi > lo:
+            grid = np.arange(lo, hi + half / 10, half / 5)
+            f1 = np.array([counts_at(t)["f1"] for t in grid])
+            smoothed = np.array([f1[np.abs(grid - t) <= half + 1e-12].mean() for t in grid])
+            i = int(np.flatnonzero(smoothed == smoothed.max())[0])  # ties: the lowest threshold
+            tuned, tuned_f1 = float(grid[i]), float(f1[i])
+        else:
+            tuned, tuned_f1 = best["threshold"], best["f1"]
+        if tuned <= lo:  # it keeps every pick: none below was false, none is evidence against lower scores
+            tuned = min(lo, 0.0)
+        out[cls.name] = {"best_threshold": best["threshold"], "best_f1": best["f1"], "tuned_threshold": tuned,
+                         "tuned_f1": tuned_f1, "curve": curve}
     return out
