@@ -29,14 +29,17 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.option("--tomogram", type=click.Path(path_type=Path), help="The tomogram, as the report's background.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Write a PNG report.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
-              help="Run folder of the model that picked: the best score threshold per class goes to its "
-                   "thresholds.json.")
+              help="Run folder of the model that picked: the threshold per class (the middle of its F1 "
+                   "plateau) goes to its thresholds.json.")
+@click.option("--fit-radius", default=None, type=click.FloatRange(min=0.2, max=1.5),
+              help="With --model: the `pick --fit-radius` the picks were made with, recorded in thresholds.json "
+                   "for `pick` to use (default: the one the file already records, else none: 1).")
 @click.option("--strict", is_flag=True,
               help="Fail (exit 2) instead of warning when the tables cannot be compared: tomograms named "
                    "differently, a truth label map that does not fit the truth table.")
 @reports_input_errors
 def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_path, truth_labels, predictions_dir,
-             tomogram, report_path, model_dir, strict):
+             tomogram, report_path, model_dir, strict, fit_radius=None):
     """Match PREDICTED particles to TRUTH one-to-one per tomogram and class; print precision, recall, F1.
 
     Also prints the class confusion matrix (localise first, then compare labels)
@@ -47,6 +50,9 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
     from keras_ucaps.evaluation.matching import evaluate_tables
     from keras_ucaps.io import FormatContext, read_particles
     from keras_ucaps.io.jsonfile import write_json
+
+    if fit_radius is not None and model_dir is None:
+        raise InputError("--fit-radius", "applies with --model only")
 
     if classes_path is None:
         for candidate in (predicted.parent / "classes.json", truth.parent / "classes.json"):
@@ -125,7 +131,15 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
         labels_predicted = _voxel_scores(scores, predictions_dir, truth_table, labels_true, classes, truth_labels)
     if model_dir is not None:
         thresholds = {n: r["tuned_threshold"] for n, r in sweep.items()}
-        write_json(Path(model_dir) / "thresholds.json", {"tolerance": tolerance, "thresholds": thresholds})
+        payload = {"tolerance": tolerance, "thresholds": thresholds}
+        existing = Path(model_dir) / "thresholds.json"
+        if fit_radius is None and existing.is_file():
+            from keras_ucaps.cli.pick import read_thresholds
+
+            fit_radius = read_thresholds(existing).get("fit_radius")
+        if fit_radius is not None:
+            payload["fit_radius"] = fit_radius
+        write_json(Path(model_dir) / "thresholds.json", payload)
         click.echo(f"wrote {Path(model_dir) / 'thresholds.json'}")
     if report_path is not None:
         from keras_ucaps.evaluation.report import render_report

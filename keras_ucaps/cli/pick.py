@@ -23,6 +23,9 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, table_f
               help="Merge picks of a class closer than this fraction of its radius.")
 @click.option("--thresholds", "thresholds_path", type=click.Path(path_type=Path),
               help="thresholds.json from `keras-ucaps evaluate --model`: drop picks scoring below their class's.")
+@click.option("--fit-radius", default=None, type=click.FloatRange(min=0.2, max=1.5),
+              help="Split merged blobs at the best-fitting balls of this fraction of the class radius (default: "
+                   "the thresholds file's fit_radius, else 1).")
 @click.option("--model", "model", default=None,
               help="For tomograms: a run folder, .keras file or bundled model name (default: the bundled default).")
 @click.option("--maps", "maps_dir", default=None, type=click.Path(path_type=Path),
@@ -33,8 +36,8 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, table_f
 @click.option("--session-id", "copick_session", default=None,
               help="With --copick: the session of user keras-ucaps to write the picks as (default: a new one).")
 @reports_input_errors
-def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thresholds_path=None, model=None,
-         maps_dir=None, tta=False, copick_config=None, copick_runs=(), copick_voxel_spacing=None,
+def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thresholds_path=None, fit_radius=None,
+         model=None, maps_dir=None, tta=False, copick_config=None, copick_runs=(), copick_voxel_spacing=None,
          copick_tomo_type="wbp", copick_session=None):
     """Pick particles from tomograms, or from label maps written by `keras-ucaps predict`.
 
@@ -62,11 +65,11 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
         raise InputError("--copick", "takes the tomograms from the project: give label maps or nothing")
     if maps:
         table, classes, voxel_size, shapes = _pick_maps(label_maps, classes_path, min_sizes, suppress,
-                                                        thresholds_path)
+                                                        thresholds_path, fit_radius)
     else:
         sources = [(Path(t).stem, t) for t in label_maps] + [(r, None) for r in runs]
         table, classes, voxel_size, shapes = _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir,
-                                                             out, tta)
+                                                             out, tta, fit_radius)
     if out is not None:
         from keras_ucaps.io import FormatContext, write_particles
 
@@ -87,8 +90,9 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
                + ("" if len(table) else " — no particles found"))
 
 
-def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path):
-    """Picks from label maps (and the probability maps beside them)."""
+def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path, fit_radius=None):
+    """Picks from label maps (and the probability maps beside them); ``fit_radius`` None: the thresholds file's,
+    else 1."""
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.errors import InputError
     from keras_ucaps.io import ParticleTable
@@ -106,9 +110,11 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path):
         if name not in classes or not value.isdigit():
             raise InputError(entry, f"expected CLASS=VOXELS with a class of {', '.join(classes.names)}")
         sizes[name] = int(value)
+    if fit_radius is None:
+        fit_radius = read_thresholds(thresholds_path).get("fit_radius", 1.0) if thresholds_path is not None else 1.0
     tables, shapes, voxel_size = [], {}, None
     for path in label_maps:
-        table, shape, voxel_size = pick_from_maps(path, classes, sizes, suppress)
+        table, shape, voxel_size = pick_from_maps(path, classes, sizes, suppress, fit_radius)
         tables.append(table)
         shapes[table_name(path)] = shape[::-1]
     table = ParticleTable.concat(tables)
@@ -117,7 +123,7 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path):
     return table, classes, voxel_size, shapes
 
 
-def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out, tta=False):
+def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out, tta=False, fit_radius=None):
     """Predict each tomogram (NAME, path) — or copick run (NAME, None) — with ``model``, then pick with its
     thresholds."""
     import contextlib
@@ -137,7 +143,7 @@ def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out,
         for name, path in sources:
             predict_tomogram(loaded, path if path is not None else project.volume(name), scratch, name=name, tta=tta)
         return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
-                          min_sizes, suppress, run_thresholds(model))
+                          min_sizes, suppress, run_thresholds(model), fit_radius)
 
 
 def run_thresholds(run: Path | None) -> Path | None:
@@ -146,8 +152,8 @@ def run_thresholds(run: Path | None) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def apply_thresholds(table, path: Path):
-    """Keep the picks scoring at least their class's threshold (picks without a score are kept)."""
+def read_thresholds(path: Path) -> dict:
+    """A thresholds.json, checked: per-class thresholds, and the fit radius its picks were made with (if any)."""
     import numpy as np
 
     from keras_ucaps.errors import InputError
@@ -159,6 +165,17 @@ def apply_thresholds(table, path: Path):
     for name, value in payload["thresholds"].items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
             raise InputError(path, f"threshold of class {name} is {value!r}, not a number")
+    fit = payload.get("fit_radius", 1.0)
+    if isinstance(fit, bool) or not isinstance(fit, int | float) or not 0.2 <= fit <= 1.5:
+        raise InputError(path, f"fit_radius is {fit!r}, not a fraction of the class radius from 0.2 to 1.5")
+    return payload
+
+
+def apply_thresholds(table, path: Path):
+    """Keep the picks scoring at least their class's threshold (picks without a score are kept)."""
+    import numpy as np
+
+    payload = read_thresholds(path)
     limits = np.array([payload["thresholds"].get(name, 0.0) for name in table.class_name], dtype=float)
     return table[~(table.score < limits)]
 
@@ -167,7 +184,7 @@ def table_name(label_map: Path) -> str:
     return Path(label_map).name.removesuffix(".mrc").removesuffix("_labels")
 
 
-def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float):
+def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float, fit_radius: float = 1.0):
     """Pick one tomogram's particles from its label map and the probability maps beside it."""
     import numpy as np
 
@@ -201,5 +218,5 @@ def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float):
                 raise InputError(path, f"probability map {prob.shape} does not match the label map {labels.shape}")
             probabilities[c.name] = DiskArray.over(prob.data)  # read a slab at a time, not kept mapped
     table = pick_particles(labels.data, classes, labels.voxel_size, probabilities=probabilities,
-                           min_size=min_sizes, suppress=suppress, tomo=name)
+                           min_size=min_sizes, suppress=suppress, tomo=name, fit_radius=fit_radius)
     return table, labels.shape, labels.voxel_size

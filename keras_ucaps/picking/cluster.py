@@ -29,6 +29,16 @@ import numpy as np
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.io.particles import ParticleTable
 
+# The ball fitted to a merged blob has ``fit_radius`` × the class radius (default 1). Where particles crowd, a
+# network's probability is highest at their cores and lower at their edges than in the gaps it paints between
+# them, and a ball of the whole radius leans into the gaps: a smaller one does better there. Crowding is the
+# data's, so the fraction is tuned per model with its thresholds (thresholds.json's fit_radius). 4v94 F1 before
+# thresholds, shrec-unet on its tuning tomogram (seed 98), by fraction: 0.5 0.648, 0.6 0.775, 2/3 0.775, 0.7
+# 0.767, 0.75 0.734, 0.8 0.703, 0.9 0.658, 1 0.595 (held out, seed 99: 0.662 -> 0.771 at 2/3); but invitro-unet's
+# well-separated ribosomes (4v4r) split in two at 2/3 in fast mode (F1 0.95 -> 0.81), the same at both on its
+# tuning tomogram.
+FIT_RADIUS = 1.0
+
 
 def default_min_size(radius_voxels: float) -> int:
     return max(2, int(0.2 * 4 / 3 * np.pi * radius_voxels**3))
@@ -43,6 +53,7 @@ def pick_particles(
     min_size: dict[str, int] | None = None,
     suppress: float = 0.5,
     tomo: str = "",
+    fit_radius: float = FIT_RADIUS,
 ) -> ParticleTable:
     """Pick the particles of every class in a (z, y, x) label map.
 
@@ -62,6 +73,9 @@ def pick_particles(
         Merge picks of a class closer than this fraction of its radius.
     tomo : str
         Tomogram name written into the table.
+    fit_radius : float
+        Merged blobs (larger than 1.5 class spheres) are split at the balls of this fraction of the class
+        radius that fit them best.
     """
     from scipy import ndimage
 
@@ -96,7 +110,8 @@ def pick_particles(
         del zyx, where, owner
         scores = (weights[whole] / sizes[whole - 1] if prob is not None else np.full(len(whole), np.nan))
         if len(merged):
-            peak_centres, peak_scores = _split_at_peaks(prob, labels, cls.label, components, merged, radius)
+            peak_centres, peak_scores = _split_at_peaks(prob, labels, cls.label, components, merged, radius,
+                                                        fit_radius)
             centres = np.concatenate([centres, peak_centres])
             scores = np.concatenate([np.asarray(scores, dtype=float), peak_scores])
         del components
@@ -130,6 +145,7 @@ def _labelled_voxels(mask: np.ndarray, prob) -> tuple[np.ndarray, np.ndarray]:
 SEPARATION = 3**0.5
 
 
+
 def ball(radius: float) -> np.ndarray:
     """A (2n+1)³ float32 cube, 1 inside the ball of ``radius`` voxels about its centre voxel, n = ceil(radius)."""
     n = int(np.ceil(radius))
@@ -137,19 +153,19 @@ def ball(radius: float) -> np.ndarray:
     return ((grid**2).sum(axis=0) <= radius**2).astype(np.float32)
 
 
-def _split_at_peaks(prob, labels, label, components, merged, radius):
+def _split_at_peaks(prob, labels, label, components, merged, radius, fit_radius=FIT_RADIUS):
     """Centres of the balls that fit the ``merged`` components best and each one's score: the mean
     probability of the component's voxels nearest to it.
 
-    The fit is the sum of (2 × weight − 1) over a ball of ``radius`` about each voxel (the weight is the
-    probability map, or the class's mask): positive where most of a ball lies in the class, largest at the
-    centre of a ball of high probability. It is computed in each component's bounding box widened by the
+    The fit is the sum of (2 × weight − 1) over a ball of ``fit_radius`` × ``radius`` about each voxel (the
+    weight is the probability map, or the class's mask): positive where most of a ball lies in the class,
+    largest at the centre of a ball of high probability. It is computed in each component's bounding box widened by the
     ball's and the maximum filter's reach, which gives the same values there as over the whole map.
     """
     from scipy import ndimage
     from scipy.spatial import cKDTree
 
-    kernel = ball(radius)
+    kernel = ball(fit_radius * radius)
     size = 2 * int(round(radius / SEPARATION)) + 1
     reach = kernel.shape[0] // 2 + size // 2
     shape = labels.shape
