@@ -20,17 +20,17 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "shrec-unet": (
         "cb537ed5a058fc6e27a587f583c8b5544fcf7194c6fa36030200602c39d96177",
         "3D-UNet, 4v94 / 1bxn / 3gl1 at 10 Å, trained on domain-randomised 'shrec' simulations (held-out macro "
-        "F1 0.77, 0.79 in the other simulation mode)",
+        "F1 0.81, 0.83 in the other simulation mode)",
     ),
     "shrec-ucaps": (
         "313f2d904bb6dad7af00a3e9b14876b4e5cbefd65afe1df6c330c83a0a20ffcb",
         "3D-UCaps, 4v94 / 1bxn / 3gl1 at 10 Å, trained on domain-randomised 'shrec' simulations on a GPU "
-        "(held-out macro F1 0.71)",
+        "(held-out macro F1 0.73)",
     ),
     "invitro-unet": (
         "7e3394007532ebf07aaa9eaabaf501a9ef349d070a2636a8521da6c57f2d1c1d",
         "3D-UNet, proteasome 3j9i / ribosome 4v4r at 10 Å, trained on simulated 'invitro' tomograms "
-        "(held-out macro F1 0.99)",
+        "(held-out macro F1 0.97)",
     ),
 }
 DEFAULT = "shrec-unet"
