@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict_speed import cli, timed, working_folder  # noqa: E402
 
+from keras_ucaps.cli.pick import run_thresholds  # noqa: E402
 from keras_ucaps.pretrained import model_path  # noqa: E402
 
 DEEPFINDER = r"""
@@ -126,10 +127,9 @@ def shifted(args, work, env):
             maps, picks = folder / f"{name}_maps", folder / f"{name}_picks.csv"
             if not (maps / "tomo_labels.mrc").is_file():  # kept: thresholds tuned again re-pick without predicting
                 timed(cli("predict", model, folder / "tomo.mrc", "--out", maps), env=env)
-            run = model_path(model)
-            thresholds = (run if run.is_dir() else run.parent) / "thresholds.json"
+            thresholds = run_thresholds(model_path(model))  # as `pick TOMO --model MODEL` takes them
             timed(cli("pick", maps / "tomo_labels.mrc", "--out", picks,
-                      *(["--thresholds", thresholds] if thresholds.is_file() else [])), env=env)
+                      *(["--thresholds", thresholds] if thresholds is not None else [])), env=env)
             scores = evaluate(folder, truth, picks, name, 10, env)
             table.setdefault(model, {})[shift] = scores
             f1 = {c: round(v["f1"], 3) for c, v in scores.items()}

@@ -4,12 +4,14 @@
 
 RUN/epochs/NN/ holds the weights after epoch NN (weights_best.keras, config.json and state.json, as
 ``tools/snapshot_epochs.sh`` keeps them beside a running fit). For each kept epoch: ``pick`` with no
-thresholds on a tuning tomogram (``--preset shrec``, seed 98), ``evaluate --model`` writes the best score
-threshold per class into that epoch's folder, then ``pick`` with those thresholds on the held-out tomogram
-(seed 99) and ``evaluate``: precision, recall and F1 per class, as the bundled models' held-out figures are
-made. Printed for every epoch of the run's history.csv: its wall time (``train_seconds``) and validation
-Dice per class, and the held-out F1 where scored. Results are cached in each epoch's folder
-(held_out_scores.json): running it again scores only the epochs not scored yet (none with ``--cached``).
+thresholds on a tuning tomogram (``--preset shrec``, seed 98), ``evaluate --model`` writes the threshold per
+class (the middle of its F1 plateau) into that epoch's folder, then ``pick`` with those thresholds on the
+held-out tomogram (seed 99) and ``evaluate``: precision, recall and F1 per class, as the bundled models'
+held-out figures are made, but with the whole fit radius (a bundled model's ``fit_radius`` is chosen when it
+is bundled; README, ``pick``). Printed for every epoch of the run's history.csv: its wall time
+(``train_seconds``) and validation Dice per class, and the held-out F1 where scored. Results are cached in
+each epoch's folder (held_out_scores.json): running it again scores only the epochs not scored yet (none
+with ``--cached``).
 """
 
 import argparse

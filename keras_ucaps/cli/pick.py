@@ -110,16 +110,17 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path, f
         if name not in classes or not value.isdigit():
             raise InputError(entry, f"expected CLASS=VOXELS with a class of {', '.join(classes.names)}")
         sizes[name] = int(value)
+    tuned = read_thresholds(thresholds_path) if thresholds_path is not None else {}
     if fit_radius is None:
-        fit_radius = read_thresholds(thresholds_path).get("fit_radius", 1.0) if thresholds_path is not None else 1.0
+        fit_radius = tuned.get("fit_radius", 1.0)
     tables, shapes, voxel_size = [], {}, None
     for path in label_maps:
         table, shape, voxel_size = pick_from_maps(path, classes, sizes, suppress, fit_radius)
         tables.append(table)
         shapes[table_name(path)] = shape[::-1]
     table = ParticleTable.concat(tables)
-    if thresholds_path is not None:
-        table = apply_thresholds(table, thresholds_path)
+    if tuned:
+        table = _kept_above(table, tuned["thresholds"])
     return table, classes, voxel_size, shapes
 
 
@@ -172,11 +173,15 @@ def read_thresholds(path: Path) -> dict:
 
 
 def apply_thresholds(table, path: Path):
-    """Keep the picks scoring at least their class's threshold (picks without a score are kept)."""
+    """Keep the picks scoring at least their class's threshold in thresholds file ``path`` (picks without a score
+    are kept)."""
+    return _kept_above(table, read_thresholds(path)["thresholds"])
+
+
+def _kept_above(table, thresholds: dict):
     import numpy as np
 
-    payload = read_thresholds(path)
-    limits = np.array([payload["thresholds"].get(name, 0.0) for name in table.class_name], dtype=float)
+    limits = np.array([thresholds.get(name, 0.0) for name in table.class_name], dtype=float)
     return table[~(table.score < limits)]
 
 

@@ -441,17 +441,15 @@ def claim_classes(out: Path, classes: ClassRegistry) -> Path:
         if not path.is_file():
             return classes.save(path)
         existing = ClassRegistry.load(path)
-        mine = {c.name: (c.label, c.radius) for c in classes.classes}
-        theirs = {c.name: (c.label, c.radius) for c in existing.classes}
-        if {n: v[0] for n, v in mine.items()} != {n: v[0] for n, v in theirs.items()}:
+        if [(c.name, c.label) for c in existing.classes] != [(c.name, c.label) for c in classes.classes]:
             have = ", ".join(f"{c.label} {c.name}" for c in existing.classes)
             want = ", ".join(f"{c.label} {c.name}" for c in classes.classes)
             raise InputError(path, f"this folder's tomograms have classes {have}; this simulation's are {want}: "
                                    "simulate into another --out")
-        for name, (_, radius) in mine.items():
-            if abs(radius - theirs[name][1]) > RADIUS_TOLERANCE * theirs[name][1]:
-                raise InputError(path, f"class {name} has radius {theirs[name][1]:g} Å in this folder, {radius:g} Å "
-                                       "in this simulation: simulate into another --out")
+        for theirs, mine in zip(existing.classes, classes.classes, strict=True):
+            if abs(mine.radius - theirs.radius) > RADIUS_TOLERANCE * theirs.radius:
+                raise InputError(path, f"class {mine.name} has radius {theirs.radius:g} Å in this folder, "
+                                       f"{mine.radius:g} Å in this simulation: simulate into another --out")
         return path
 
 

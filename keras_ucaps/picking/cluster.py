@@ -145,7 +145,6 @@ def _labelled_voxels(mask: np.ndarray, prob) -> tuple[np.ndarray, np.ndarray]:
 SEPARATION = 3**0.5
 
 
-
 def ball(radius: float) -> np.ndarray:
     """A (2n+1)³ float32 cube, 1 inside the ball of ``radius`` voxels about its centre voxel, n = ceil(radius)."""
     n = int(np.ceil(radius))
@@ -159,8 +158,9 @@ def _split_at_peaks(prob, labels, label, components, merged, radius, fit_radius=
 
     The fit is the sum of (2 × weight − 1) over a ball of ``fit_radius`` × ``radius`` about each voxel (the
     weight is the probability map, or the class's mask): positive where most of a ball lies in the class,
-    largest at the centre of a ball of high probability. It is computed in each component's bounding box widened by the
-    ball's and the maximum filter's reach, which gives the same values there as over the whole map.
+    largest at the centre of a ball of high probability. It is computed in each component's bounding box
+    widened by the ball's and the maximum filter's reach, which gives the same values there as over the whole
+    map.
     """
     from scipy import ndimage
     from scipy.spatial import cKDTree
