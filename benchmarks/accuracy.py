@@ -128,7 +128,7 @@ def shifted(args, work, env):
             if not (maps / "tomo_labels.mrc").is_file():  # kept: thresholds tuned again re-pick without predicting
                 timed(cli("predict", model, folder / "tomo.mrc", "--out", maps), env=env)
             thresholds = run_thresholds(model_path(model))  # as `pick TOMO --model MODEL` takes them
-            timed(cli("pick", maps / "tomo_labels.mrc", "--out", picks,
+            timed(cli("pick", maps / "tomo_labels.mrc", "--tomogram", folder / "tomo.mrc", "--out", picks,
                       *(["--thresholds", thresholds] if thresholds is not None else [])), env=env)
             scores = evaluate(folder, truth, picks, name, 10, env)
             table.setdefault(model, {})[shift] = scores
@@ -183,7 +183,8 @@ def main():
         timed(cli("predict", run, tomo, "--out", maps), env=env)
         thresholds = Path(run) / "thresholds.json"
         extra = ["--thresholds", thresholds] if thresholds.is_file() else []
-        timed(cli("pick", maps / "tomo_labels.mrc", "--out", maps / "picks.csv", *extra), env=env)
+        timed(cli("pick", maps / "tomo_labels.mrc", "--tomogram", tomo, "--out", maps / "picks.csv", *extra),
+              env=env)
         results[name] = evaluate(work, truth, maps / "picks.csv", name.lower(), 10, env)
         print_rows(f"{name} (ours)", results[name])
     if args.deepfinder_weights and args.deepfinder_python:

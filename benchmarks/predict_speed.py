@@ -155,7 +155,8 @@ def main():
             picks = maps / "picks.csv"
             thresholds = Path(model) / "thresholds.json"
             extra = ["--thresholds", thresholds] if trained and thresholds.is_file() else []
-            pick, pick_peak, _ = timed(cli("pick", maps / "tomo_labels.mrc", "--out", picks, *extra), env=env)
+            pick, pick_peak, _ = timed(cli("pick", maps / "tomo_labels.mrc", "--tomogram", tomo, "--out", picks,
+                                           *extra), env=env)
             f1 = best = None
             if trained:
                 _, f1, best = scores(work, truth, picks, name, env)

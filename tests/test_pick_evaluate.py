@@ -184,7 +184,7 @@ def test_a_class_without_false_picks_in_tuning_gets_no_threshold_that_drops_lowe
     assert len(kept) == 10
 
 
-def test_evaluate_model_records_the_fit_radius_the_picks_were_made_with_and_keeps_it(tmp_path):
+def test_evaluate_model_records_the_fit_radius_and_density_weight_the_picks_were_made_with_and_keeps_them(tmp_path):
     truth = ParticleTable.from_columns([[10, 10, 10], [30, 10, 10]], ["small"] * 2, "t")
     write_particles(truth, tmp_path / "truth.csv")
     write_particles(truth.replace(score=np.array([0.9, 0.8])), tmp_path / "picks.csv")
@@ -193,12 +193,14 @@ def test_evaluate_model_records_the_fit_radius_the_picks_were_made_with_and_keep
     args = ["evaluate", tmp_path / "truth.csv", tmp_path / "picks.csv", "--voxel-size", "10", "--model",
             tmp_path / "run"]
     recorded = []
-    for extra in ([], ["--fit-radius", "0.7"], []):
+    for extra in ([], ["--fit-radius", "0.7"], [], ["--density-weight", "0.5"], []):
         assert run_cli(*args, *extra).returncode == 0
-        recorded.append(json.loads((tmp_path / "run" / "thresholds.json").read_text()).get("fit_radius"))
-    assert recorded == [None, 0.7, 0.7]
-    result = run_cli(*args[:5], "--fit-radius", "0.7")
-    assert result.returncode == 2 and "--fit-radius" in result.stderr
+        written = json.loads((tmp_path / "run" / "thresholds.json").read_text())
+        recorded.append((written.get("fit_radius"), written.get("density_weight")))
+    assert recorded == [(None, None), (0.7, None), (0.7, None), (0.7, 0.5), (0.7, 0.5)]
+    for option in ("--fit-radius", "--density-weight"):
+        result = run_cli(*args[:5], option, "0.7")
+        assert result.returncode == 2 and option in result.stderr
 
 
 def test_touching_large_particles_are_split_into_one_pick_each():
@@ -358,6 +360,58 @@ def test_crowded_particles_brighter_at_their_cores_than_in_the_gaps_get_a_pick_a
         assert len(rows) == 19
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_crowded_particles_in_a_flat_blob_are_split_by_the_tomograms_density(seed, tmp_path):
+    """What the bundled shrec-ucaps' 4v94 map looks like: one flat blob of probability over crowded particles
+    and the wide gaps between them (0.92 M voxels outside the true spheres), which hides where each particle
+    sits: the probability alone finds 3-14 of 24. The tomogram still shows them, denser than the ice (its noise
+    as strong as the particles' contrast); the thresholds file's density weight, with --tomogram, finds all,
+    whether protein is dark or bright."""
+    radius = 6.0
+    rng, centres, distance, _, _, _ = _crowded_balls(seed, radius, 1.3)
+    blob = distance <= 1.5 * radius
+    prob = np.where(blob, 0.93, 0.05) + rng.normal(0, 0.01, blob.shape)
+    tomogram = np.where(distance <= 0.8 * radius, -1.0, 0.0) + rng.normal(0, 1.0, blob.shape)
+    ClassRegistry.from_radii({"big": 60.0}).save(tmp_path / "classes.json")
+    write_volume(tmp_path / "t_labels.mrc", blob.astype(np.int8), 10.0, dtype="int8")
+    write_volume(tmp_path / "t_prob_big.mrc", prob.astype(np.float32), 10.0)
+    write_volume(tmp_path / "t.mrc", tomogram.astype(np.float32), 10.0)
+    write_volume(tmp_path / "bright" / "t.mrc", -tomogram.astype(np.float32), 10.0)
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text(json.dumps({"thresholds": {"big": 0.0}, "fit_radius": 0.8, "density_weight": 0.5}))
+    base = ["pick", tmp_path / "t_labels.mrc", "--thresholds", thresholds]
+
+    def found(*extra):
+        result = run_cli(*base, *extra, "--out", tmp_path / "picks.csv")
+        assert result.returncode == 0, result.stderr
+        picks = read_particles(tmp_path / "picks.csv")
+        return len(match(centres[:, ::-1], picks.coords, max_distance=0.5 * radius)[0]), len(picks)
+
+    assert found("--tomogram", tmp_path / "t.mrc") == (24, 24)
+    assert found("--tomogram", tmp_path / "bright" / "t.mrc") == (24, 24)
+    assert found("--density-weight", "0")[0] <= 14
+    (tmp_path / "picks.csv").unlink()
+    result = run_cli(*base, "--out", tmp_path / "picks.csv")  # the file asks for the density, none given
+    assert result.returncode == 2 and "t_labels.mrc" in result.stderr and "--tomogram t.mrc" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "picks.csv").exists()
+
+
+def test_pick_refuses_a_tomogram_that_is_not_the_label_maps(tmp_path):
+    ClassRegistry.from_radii({"big": 60.0}).save(tmp_path / "classes.json")
+    write_volume(tmp_path / "t_labels.mrc", np.zeros((8, 12, 12), np.int8), 10.0, dtype="int8")
+    write_volume(tmp_path / "t.mrc", np.zeros((8, 12, 10), np.float32), 10.0)
+    write_volume(tmp_path / "u.mrc", np.zeros((8, 12, 12), np.float32), 10.0)
+    args = ["pick", tmp_path / "t_labels.mrc", "--density-weight", "0.5", "--out", tmp_path / "p.csv"]
+    result = run_cli(*args, "--tomogram", tmp_path / "t.mrc")
+    assert result.returncode == 2 and "does not match the label map" in result.stderr, result.stderr
+    result = run_cli(*args, "--tomogram", tmp_path / "u.mrc")
+    assert result.returncode == 2 and "u.mrc" in result.stderr and "no label map u_labels.mrc" in result.stderr
+    (tmp_path / "thresholds.json").write_text(json.dumps({"thresholds": {"big": 0.0}, "density_weight": -1}))
+    result = run_cli(*args[:2], "--thresholds", tmp_path / "thresholds.json", "--out", tmp_path / "p.csv")
+    assert result.returncode == 2 and "density_weight is -1" in result.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
 def _dense_reference_picks(labels, prob, radius, smallest):
     """The picking rule computed the plain way, over whole dense arrays (ndimage's measurements and the ball
     fit over the whole map): what the memory-bounded implementation must reproduce. Returns (z, y, x) centres
@@ -407,3 +461,23 @@ def test_picking_reads_sparse_voxels_and_local_boxes_with_the_dense_rules_result
     got = np.lexsort(picks.coords[:, ::-1].T[::-1])
     np.testing.assert_allclose(picks.coords[got][:, ::-1], centres[order], atol=1e-4)
     np.testing.assert_allclose(picks.score[got], scores[order], atol=1e-5)
+
+
+def test_a_runs_density_weight_reaches_the_tomogram_through_predict_pick_and_pick_model(tmp_path):
+    """`predict --pick` and `pick TOMO --model` have the tomogram in hand: a run whose thresholds.json asks for
+    the density (the bundled shrec-ucaps does) picks without --tomogram."""
+    from keras_ucaps.models import build_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    build_model("unet", 2).save(run / "weights_best.keras")
+    registry = ClassRegistry.from_radii({"a": 30.0})
+    (run / "config.json").write_text(json.dumps({"classes": registry.to_dict(), "voxel_size": 10.0,
+                                                 "patch_size": 32}))
+    (run / "thresholds.json").write_text(json.dumps({"thresholds": {"a": 0.0}, "density_weight": 0.5}))
+    tomo = write_volume(tmp_path / "t.mrc", np.random.default_rng(2).normal(size=(16, 24, 24)), 10.0)
+    result = run_cli("predict", run, tomo, "--out", tmp_path / "maps", "--pick", tmp_path / "p.csv")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("pick", tomo, "--model", run, "--out", tmp_path / "q.csv")
+    assert result.returncode == 0, result.stderr
+    assert read_particles(tmp_path / "q.csv").coords.tolist() == read_particles(tmp_path / "p.csv").coords.tolist()

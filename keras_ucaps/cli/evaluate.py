@@ -34,12 +34,15 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.option("--fit-radius", default=None, type=click.FloatRange(min=0.2, max=1.5),
               help="With --model: the `pick --fit-radius` the picks were made with, recorded in thresholds.json "
                    "for `pick` to use (default: the one the file already records, else none: 1).")
+@click.option("--density-weight", default=None, type=click.FloatRange(min=0),
+              help="With --model: the `pick --density-weight` the picks were made with, recorded in "
+                   "thresholds.json for `pick` to use (default: the one the file already records, else none: 0).")
 @click.option("--strict", is_flag=True,
               help="Fail (exit 2) instead of warning when the tables cannot be compared: tomograms named "
                    "differently, a truth label map that does not fit the truth table.")
 @reports_input_errors
 def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_path, truth_labels, predictions_dir,
-             tomogram, report_path, model_dir, strict, fit_radius=None):
+             tomogram, report_path, model_dir, strict, fit_radius=None, density_weight=None):
     """Match PREDICTED particles to TRUTH one-to-one per tomogram and class; print precision, recall, F1.
 
     Also prints the class confusion matrix (localise first, then compare labels)
@@ -53,6 +56,8 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
 
     if fit_radius is not None and model_dir is None:
         raise InputError("--fit-radius", "applies with --model only")
+    if density_weight is not None and model_dir is None:
+        raise InputError("--density-weight", "applies with --model only")
 
     if classes_path is None:
         for candidate in (predicted.parent / "classes.json", truth.parent / "classes.json"):
@@ -133,12 +138,16 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
         thresholds = {n: r["tuned_threshold"] for n, r in sweep.items()}
         payload = {"tolerance": tolerance, "thresholds": thresholds}
         existing = Path(model_dir) / "thresholds.json"
-        if fit_radius is None and existing.is_file():
+        if existing.is_file() and (fit_radius is None or density_weight is None):
             from keras_ucaps.cli.pick import read_thresholds
 
-            fit_radius = read_thresholds(existing).get("fit_radius")
+            before = read_thresholds(existing)
+            fit_radius = before.get("fit_radius") if fit_radius is None else fit_radius
+            density_weight = before.get("density_weight") if density_weight is None else density_weight
         if fit_radius is not None:
             payload["fit_radius"] = fit_radius
+        if density_weight is not None:
+            payload["density_weight"] = density_weight
         write_json(Path(model_dir) / "thresholds.json", payload)
         click.echo(f"wrote {Path(model_dir) / 'thresholds.json'}")
     if report_path is not None:

@@ -26,6 +26,12 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, table_f
 @click.option("--fit-radius", default=None, type=click.FloatRange(min=0.2, max=1.5),
               help="Split merged blobs at the best-fitting balls of this fraction of the class radius (default: "
                    "the thresholds file's fit_radius, else 1).")
+@click.option("--density-weight", default=None, type=click.FloatRange(min=0),
+              help="Split merged blobs by the tomogram's density too, with this weight beside the probability "
+                   "(default: the thresholds file's density_weight, else 0: the probability alone).")
+@click.option("--tomogram", "tomograms", multiple=True, type=click.Path(path_type=Path), metavar="TOMO.mrc",
+              help="For label maps: the tomogram NAME.mrc that NAME_labels.mrc was predicted from (repeat per "
+                   "map), which a density weight needs.")
 @click.option("--model", "model", default=None,
               help="For tomograms: a run folder, .keras file or bundled model name (default: the bundled default).")
 @click.option("--maps", "maps_dir", default=None, type=click.Path(path_type=Path),
@@ -37,8 +43,8 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, table_f
               help="With --copick: the session of user keras-ucaps to write the picks as (default: a new one).")
 @reports_input_errors
 def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thresholds_path=None, fit_radius=None,
-         model=None, maps_dir=None, tta=False, copick_config=None, copick_runs=(), copick_voxel_spacing=None,
-         copick_tomo_type="wbp", copick_session=None):
+         density_weight=None, tomograms=(), model=None, maps_dir=None, tta=False, copick_config=None, copick_runs=(),
+         copick_voxel_spacing=None, copick_tomo_type="wbp", copick_session=None, volumes=None):
     """Pick particles from tomograms, or from label maps written by `keras-ucaps predict`.
 
     Given tomograms, it predicts them first with --model (a bundled model by
@@ -51,6 +57,7 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
     from keras_ucaps.cli.common import open_copick
     from keras_ucaps.errors import InputError
 
+    # ``volumes`` (name → tomogram file or volume) is for `predict --pick`, which has the tomograms in hand.
     project, runs = open_copick(copick_config, copick_runs, copick_voxel_spacing, copick_tomo_type)
     if project is None and out is None:
         raise InputError("--out", "give the particle table to write (or --copick to write into a project)")
@@ -61,15 +68,19 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
     maps = all(Path(p).name.endswith("_labels.mrc") for p in label_maps) and label_maps
     if maps and tta:
         raise InputError("--tta", "applies when picking from tomograms (it changes the prediction)")
+    if tomograms and not maps:
+        raise InputError("--tomogram", "applies when picking from label maps (tomograms given are predicted)")
     if not maps and label_maps and project is not None:
         raise InputError("--copick", "takes the tomograms from the project: give label maps or nothing")
     if maps:
         table, classes, voxel_size, shapes = _pick_maps(label_maps, classes_path, min_sizes, suppress,
-                                                        thresholds_path, fit_radius)
+                                                        thresholds_path, fit_radius, density_weight,
+                                                        {**_tomograms_by_name(tomograms, label_maps),
+                                                         **(volumes or {})})
     else:
         sources = [(Path(t).stem, t) for t in label_maps] + [(r, None) for r in runs]
         table, classes, voxel_size, shapes = _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir,
-                                                             out, tta, fit_radius)
+                                                             out, tta, fit_radius, density_weight)
     if out is not None:
         from keras_ucaps.io import FormatContext, write_particles
 
@@ -90,9 +101,23 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
                + ("" if len(table) else " — no particles found"))
 
 
-def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path, fit_radius=None):
-    """Picks from label maps (and the probability maps beside them); ``fit_radius`` None: the thresholds file's,
-    else 1."""
+def _tomograms_by_name(tomograms, label_maps) -> dict:
+    """``--tomogram`` files by the name of the label map they belong to (NAME.mrc for NAME_labels.mrc)."""
+    from keras_ucaps.errors import InputError
+
+    names = {table_name(p) for p in label_maps}
+    found = {}
+    for path in tomograms:
+        if Path(path).stem not in names:
+            raise InputError(path, f"no label map {Path(path).stem}_labels.mrc among those given to pick from")
+        found[Path(path).stem] = path
+    return found
+
+
+def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path, fit_radius=None,
+               density_weight=None, tomograms=None):
+    """Picks from label maps (and the probability maps beside them); ``fit_radius`` and ``density_weight`` None:
+    the thresholds file's, else 1 and 0; ``tomograms``: name → tomogram file or volume, for a density weight."""
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.errors import InputError
     from keras_ucaps.io import ParticleTable
@@ -113,9 +138,12 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path, f
     tuned = read_thresholds(thresholds_path) if thresholds_path is not None else {}
     if fit_radius is None:
         fit_radius = tuned.get("fit_radius", 1.0)
+    if density_weight is None:
+        density_weight = tuned.get("density_weight", 0.0)
     tables, shapes, voxel_size = [], {}, None
     for path in label_maps:
-        table, shape, voxel_size = pick_from_maps(path, classes, sizes, suppress, fit_radius)
+        table, shape, voxel_size = pick_from_maps(path, classes, sizes, suppress, fit_radius, density_weight,
+                                                  (tomograms or {}).get(table_name(path)))
         tables.append(table)
         shapes[table_name(path)] = shape[::-1]
     table = ParticleTable.concat(tables)
@@ -124,7 +152,8 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path, f
     return table, classes, voxel_size, shapes
 
 
-def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out, tta=False, fit_radius=None):
+def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out, tta=False, fit_radius=None,
+                    density_weight=None):
     """Predict each tomogram (NAME, path) — or copick run (NAME, None) — with ``model``, then pick with its
     thresholds."""
     import contextlib
@@ -141,10 +170,12 @@ def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out,
     folder = (scratch_folder(parent, ".keras-ucaps-maps-") if maps_dir is None
               else contextlib.nullcontext(Path(maps_dir)))
     with folder as scratch:
+        volumes = {}
         for name, path in sources:
-            predict_tomogram(loaded, path if path is not None else project.volume(name), scratch, name=name, tta=tta)
+            volumes[name] = path if path is not None else project.volume(name)
+            predict_tomogram(loaded, volumes[name], scratch, name=name, tta=tta)
         return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
-                          min_sizes, suppress, run_thresholds(model), fit_radius)
+                          min_sizes, suppress, run_thresholds(model), fit_radius, density_weight, volumes)
 
 
 def run_thresholds(run: Path | None) -> Path | None:
@@ -169,6 +200,9 @@ def read_thresholds(path: Path) -> dict:
     fit = payload.get("fit_radius", 1.0)
     if isinstance(fit, bool) or not isinstance(fit, int | float) or not 0.2 <= fit <= 1.5:
         raise InputError(path, f"fit_radius is {fit!r}, not a fraction of the class radius from 0.2 to 1.5")
+    weight = payload.get("density_weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float("inf"):
+        raise InputError(path, f"density_weight is {weight!r}, not a number of at least 0")
     return payload
 
 
@@ -189,8 +223,10 @@ def table_name(label_map: Path) -> str:
     return Path(label_map).name.removesuffix(".mrc").removesuffix("_labels")
 
 
-def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float, fit_radius: float = 1.0):
-    """Pick one tomogram's particles from its label map and the probability maps beside it."""
+def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float, fit_radius: float = 1.0,
+                   density_weight: float = 0.0, tomogram=None):
+    """Pick one tomogram's particles from its label map and the probability maps beside it (and, with a density
+    weight, from ``tomogram``: the file or volume the maps were predicted from)."""
     import numpy as np
 
     from keras_ucaps.errors import InputError
@@ -222,6 +258,30 @@ def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float, f
             if prob.shape != labels.shape:
                 raise InputError(path, f"probability map {prob.shape} does not match the label map {labels.shape}")
             probabilities[c.name] = DiskArray.over(prob.data)  # read a slab at a time, not kept mapped
+    density = None
+    if density_weight > 0:
+        density = _density(tomogram, labels, label_map, density_weight)
     table = pick_particles(labels.data, classes, labels.voxel_size, probabilities=probabilities,
-                           min_size=min_sizes, suppress=suppress, tomo=name, fit_radius=fit_radius)
+                           min_size=min_sizes, suppress=suppress, tomo=name, fit_radius=fit_radius,
+                           density=density, density_weight=density_weight)
     return table, labels.shape, labels.voxel_size
+
+
+def _density(tomogram, labels, label_map: Path, weight: float):
+    """The density of the tomogram ``label_map`` was predicted from, checked against it."""
+    import numpy as np
+
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.io import read_volume
+    from keras_ucaps.picking.density import ParticleDensity
+
+    if tomogram is None:
+        raise InputError(label_map, f"density weight {weight:g} (from --density-weight or the thresholds file) "
+                                    f"needs the tomogram it was predicted from: give --tomogram "
+                                    f"{table_name(label_map)}.mrc, or --density-weight 0")
+    volume = read_volume(tomogram) if isinstance(tomogram, str | Path) else tomogram
+    where = tomogram if isinstance(tomogram, str | Path) else label_map
+    if tuple(volume.shape) != tuple(labels.shape):
+        raise InputError(where, f"tomogram {tuple(volume.shape)} does not match the label map {labels.shape} "
+                                f"of {Path(label_map).name}")
+    return ParticleDensity.measure(np.asarray(volume.data, dtype=np.float32), labels.data)

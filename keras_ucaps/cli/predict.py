@@ -75,8 +75,9 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
         arguments[0] = model_path(arguments[0])
         loaded, tomograms = load_model(arguments[0]), arguments[1:]
     names = [Path(t).stem for t in tomograms] + runs
+    volumes = {}  # name → the tomogram predicted, for `--pick` (a density weight reads it)
     for name, tomogram in [(Path(t).stem, t) for t in tomograms] + [(r, None) for r in runs]:
-        source = tomogram if tomogram is not None else project.volume(name)
+        source = volumes[name] = tomogram if tomogram is not None else project.volume(name)
         try:
             files = predict_tomogram(loaded, source, out, name=name, tile=tile, margin=margin, batch_size=batch_size,
                                      voxel_size=voxel_size, progress=sys.stdout.isatty(), tta=tta)
@@ -91,4 +92,4 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
         click.get_current_context().invoke(pick, label_maps=[Path(out) / f"{n}_labels.mrc" for n in names],
                                            out=pick_out, table_format=None,
                                            classes_path=Path(out) / "classes.json", min_sizes=(), suppress=0.5,
-                                           thresholds_path=thresholds)
+                                           thresholds_path=thresholds, volumes=volumes)

@@ -16,6 +16,9 @@ blob: 4v94 picks 7.5 voxels off on average). Each voxel of the blob goes to its
 nearest maximum, and each pick is scored by the mean probability of its voxels:
 one score for both kinds of pick, so one threshold per class means the same for
 both.
+Where the probability is flat across crowded particles (UCaps' 4v94), the tomogram's own density can join
+the fit (``density_weight``, :mod:`keras_ucaps.picking.density`): particles are denser than the gaps between
+them.
 Picks of one class closer than ``suppress`` × radius are merged, the
 higher-scored one kept. Connected components were chosen over mean-shift
 clustering because their cost is one pass over the map (DeepFinder's MeanShift
@@ -28,6 +31,7 @@ import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.io.particles import ParticleTable
+from keras_ucaps.picking.density import ParticleDensity
 
 # The ball fitted to a merged blob has ``fit_radius`` × the class radius (default 1). Where particles crowd, a
 # network's probability is highest at their cores and lower at their edges than in the gaps it paints between
@@ -54,6 +58,8 @@ def pick_particles(
     suppress: float = 0.5,
     tomo: str = "",
     fit_radius: float = FIT_RADIUS,
+    density: ParticleDensity | None = None,
+    density_weight: float = 0.0,
 ) -> ParticleTable:
     """Pick the particles of every class in a (z, y, x) label map.
 
@@ -76,7 +82,15 @@ def pick_particles(
     fit_radius : float
         Merged blobs (larger than 1.5 class spheres) are split at the balls of this fraction of the class
         radius that fit them best.
+    density : ParticleDensity, optional
+        The tomogram's density (:class:`keras_ucaps.picking.density.ParticleDensity`), needed when
+        ``density_weight`` > 0.
+    density_weight : float
+        Weight of the density's ball mean (in units of its spread) beside the probability's ball fit when
+        merged blobs are split; 0: the probability alone.
     """
+    if density_weight > 0 and density is None:
+        raise ValueError("density_weight > 0 needs the tomogram's density")
     from scipy import ndimage
 
     tables = []
@@ -111,7 +125,8 @@ def pick_particles(
         scores = (weights[whole] / sizes[whole - 1] if prob is not None else np.full(len(whole), np.nan))
         if len(merged):
             peak_centres, peak_scores = _split_at_peaks(prob, labels, cls.label, components, merged, radius,
-                                                        fit_radius)
+                                                        fit_radius, density if density_weight > 0 else None,
+                                                        density_weight)
             centres = np.concatenate([centres, peak_centres])
             scores = np.concatenate([np.asarray(scores, dtype=float), peak_scores])
         del components
@@ -152,15 +167,18 @@ def ball(radius: float) -> np.ndarray:
     return ((grid**2).sum(axis=0) <= radius**2).astype(np.float32)
 
 
-def _split_at_peaks(prob, labels, label, components, merged, radius, fit_radius=FIT_RADIUS):
+def _split_at_peaks(prob, labels, label, components, merged, radius, fit_radius=FIT_RADIUS, density=None,
+                    density_weight=0.0):
     """Centres of the balls that fit the ``merged`` components best and each one's score: the mean
     probability of the component's voxels nearest to it.
 
     The fit is the sum of (2 × weight − 1) over a ball of ``fit_radius`` × ``radius`` about each voxel (the
     weight is the probability map, or the class's mask): positive where most of a ball lies in the class,
-    largest at the centre of a ball of high probability. It is computed in each component's bounding box
-    widened by the ball's and the maximum filter's reach, which gives the same values there as over the whole
-    map.
+    largest at the centre of a ball of high probability. With a ``density``, that sum is taken as a mean over
+    the ball and ``density_weight`` × the density's ball mean in units of its spread is added: where the
+    probability is flat across crowded particles, their density still peaks at their centres. It is computed
+    in each component's bounding box widened by the ball's and the maximum filter's reach, which gives the same
+    values there as over the whole map.
     """
     from scipy import ndimage
     from scipy.spatial import cKDTree
@@ -177,6 +195,8 @@ def _split_at_peaks(prob, labels, label, components, merged, radius, fit_radius=
         weight = (np.asarray(prob[wide], dtype=np.float32) if prob is not None
                   else np.equal(labels[wide], label).astype(np.float32))
         fit = _ball_fit(weight, kernel)
+        if density is not None:  # the probability's mean over the ball beside the density's
+            fit = fit / kernel.sum() + density_weight * density.ball_means(wide, kernel)
         local = components[wide] == component
         peaks = local & (fit == ndimage.maximum_filter(fit, size=size))
         del fit
