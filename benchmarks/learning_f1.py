@@ -1,17 +1,18 @@
 """Held-out F1 against training time: each kept epoch of a run, tuned and scored like a bundled model.
 
     python benchmarks/learning_f1.py RUN [RUN ...] [--epochs 5 10 ...] [--cached] [--work runs/learning_f1]
+        [--preset shrec|invitro]
 
 RUN/epochs/NN/ holds the weights after epoch NN (weights_best.keras, config.json and state.json, as
 ``tools/snapshot_epochs.sh`` keeps them beside a running fit). For each kept epoch: ``pick`` with no
-thresholds on a tuning tomogram (``--preset shrec``, seed 98), ``evaluate --model`` writes the threshold per
-class (the middle of its F1 plateau) into that epoch's folder, then ``pick`` with those thresholds on the
-held-out tomogram (seed 99) and ``evaluate``: precision, recall and F1 per class, as the bundled models'
-held-out figures are made, but with the whole fit radius (a bundled model's ``fit_radius`` is chosen when it
-is bundled; README, ``pick``). Printed for every epoch of the run's history.csv: its wall time
-(``train_seconds``) and validation Dice per class, and the held-out F1 where scored. Results are cached in
-each epoch's folder (held_out_scores.json): running it again scores only the epochs not scored yet (none
-with ``--cached``).
+thresholds on a tuning tomogram (``simulate --preset`` of ``--preset``, shrec by default; seed 98), ``evaluate
+--model`` writes the threshold per class (the middle of its F1 plateau) into that epoch's folder, then
+``pick`` with those thresholds on the held-out tomogram (seed 99) and ``evaluate``: precision, recall and F1
+per class, as the bundled models' held-out figures are made, but with the whole fit radius (a bundled model's
+``fit_radius`` is chosen when it is bundled; README, ``pick``). Printed for every epoch of the run's
+history.csv: its wall time (``train_seconds``) and validation Dice per class, and the held-out F1 where
+scored. Results are cached in each epoch's folder (held_out_scores.json): running it again scores only the
+epochs not scored yet (none with ``--cached``).
 """
 
 import argparse
@@ -29,10 +30,10 @@ from predict_speed import cli, timed, working_folder  # noqa: E402
 from keras_ucaps.io.jsonfile import write_json  # noqa: E402
 
 
-def simulated(work, seed, shape, env):
-    folder = work / f"seed{seed}"
+def simulated(work, preset, seed, shape, env):
+    folder = work / f"seed{seed}" if preset == "shrec" else work / f"{preset}_seed{seed}"
     if not (folder / "tomo.mrc").is_file():
-        timed(cli("simulate", "--preset", "shrec", "--shape", *shape, "--seed", seed, "--out", folder), env=env)
+        timed(cli("simulate", "--preset", preset, "--shape", *shape, "--seed", seed, "--out", folder), env=env)
     return folder
 
 
@@ -77,10 +78,12 @@ def main():
     parser.add_argument("--cached", action="store_true", help="Score nothing: print the epochs scored before")
     parser.add_argument("--shape", nargs=3, type=int, default=(128, 256, 256))
     parser.add_argument("--work", default=None, help="Folder for the two tomograms (default: a temporary one)")
+    parser.add_argument("--preset", choices=("shrec", "invitro"), default="shrec",
+                        help="The simulation preset of the runs' classes")
     args = parser.parse_args()
     work, env = working_folder(args.work)
-    tune, held = simulated(work, 98, args.shape, env), simulated(work, 99, args.shape, env)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; 'shrec' tuning seed 98, held out seed 99, "
+    tune, held = (simulated(work, args.preset, seed, args.shape, env) for seed in (98, 99))
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.preset!r} tuning seed 98, held out seed 99, "
           f"{tuple(args.shape)} (z, y, x)")
     print("| run | epoch | training wall time | validation Dice | held-out F1 (macro) |")
     print("| --- | --- | --- | --- | --- |")

@@ -25,12 +25,12 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "shrec-ucaps": (
         "313f2d904bb6dad7af00a3e9b14876b4e5cbefd65afe1df6c330c83a0a20ffcb",
         "3D-UCaps, 4v94 / 1bxn / 3gl1 at 10 Å, trained on domain-randomised 'shrec' simulations on a GPU "
-        "(held-out macro F1 0.73)",
+        "(held-out macro F1 0.79)",
     ),
     "invitro-unet": (
-        "7e3394007532ebf07aaa9eaabaf501a9ef349d070a2636a8521da6c57f2d1c1d",
-        "3D-UNet, proteasome 3j9i / ribosome 4v4r at 10 Å, trained on simulated 'invitro' tomograms "
-        "(held-out macro F1 0.97)",
+        "662a425b50a8acf63e23671e84d5d938c48a986501578d51de681f91e515c51c",
+        "3D-UNet, proteasome 3j9i / ribosome 4v4r at 10 Å, trained on domain-randomised 'invitro' "
+        "simulations (held-out macro F1 0.98)",
     ),
 }
 DEFAULT = "shrec-unet"

@@ -7,7 +7,9 @@
 #   8 tomograms 128×256×256 (`simulate --randomize`, seeds 1000-1007) and 2 thicker ones 200×256×256
 #   (seeds 2000-2001), 32³ patches (2 per particle; 2 tomograms for validation);
 #   UNet: 80 steps of 4 per epoch; UCaps (--capsule-init unit): 40 steps of 4 per epoch.
-# Usage: bash tools/retrain_bundled.sh [WORKDIR] [ucaps|unet|both]     (EPOCHS_UNET, EPOCHS_UCAPS)
+#   invitro (its own data, WORKDIR/invitro_*): the same recipe on `--preset invitro` (3j9i + 4v4r): 8 randomised
+#   128×256×256 tomograms (seeds 3000-3007) and 2 randomised 200×256×256 (seeds 4000-4001), UNet as above.
+# Usage: bash tools/retrain_bundled.sh [WORKDIR] [ucaps|unet|both|invitro]  (EPOCHS_UNET, EPOCHS_UCAPS, EPOCHS_INVITRO)
 # Beside it, `bash tools/snapshot_epochs.sh WORKDIR/ucaps WORKDIR/unet` keeps every epoch's weights, and
 # `python benchmarks/learning_f1.py WORKDIR/ucaps WORKDIR/unet` scores them held out (F1 against training time).
 set -euo pipefail
@@ -15,14 +17,28 @@ work=${1:-runs/retrain}
 which=${2:-both}
 ku=${KERAS_UCAPS:-keras-ucaps}
 mkdir -p "$work"
+common_fit=(--batch-size 4 --patience 10 --mixed-precision off --balance-classes --augment-imaging)
+if [ "$which" = invitro ]; then
+  sim="$work/invitro_sim"
+  [ -f "$sim/tomo_07.mrc" ] || $ku simulate --preset invitro --size medium --randomize --count 8 --seed 3000 \
+      --out "$sim"
+  [ -f "$sim/thick_01.mrc" ] || $ku simulate --preset invitro --shape 200 256 256 --randomize --count 2 \
+      --seed 4000 --name thick --out "$sim"
+  [ -f "$work/invitro_patches32.h5" ] || $ku patches --simulation "$sim" --out "$work/invitro_patches32.h5" \
+      --patch-size 32 --per-particle 2
+  resume_flag=$([ -f "$work/invitro_unet/checkpoint/state.json" ] && echo --resume || true)
+  # shellcheck disable=SC2086
+  $ku fit --model unet --data "$work/invitro_patches32.h5" --out "$work/invitro_unet" \
+      --epochs "${EPOCHS_INVITRO:-20}" --steps-per-epoch 80 --validation-steps 80 "${common_fit[@]}" $resume_flag
+  exit 0
+fi
 [ -f "$work/sim/tomo_07.mrc" ] || $ku simulate --preset shrec --size medium --randomize --count 8 --seed 1000 \
     --out "$work/sim"
 [ -f "$work/sim/thick_01.mrc" ] || $ku simulate --preset shrec --shape 200 256 256 --randomize --count 2 \
     --seed 2000 --name thick --out "$work/sim"
 [ -f "$work/patches32.h5" ] || $ku patches --simulation "$work/sim" --out "$work/patches32.h5" --patch-size 32 \
     --per-particle 2
-common=(--data "$work/patches32.h5" --batch-size 4 --patience 10 --mixed-precision off --balance-classes
-        --augment-imaging)
+common=(--data "$work/patches32.h5" "${common_fit[@]}")
 # A new machine has no run folders: continue from the state carried in the repository (retraining/NAME/).
 python3 "$(dirname "$0")/carry_retraining.py" restore "$work/unet" "$work/ucaps"
 resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
