@@ -18,30 +18,27 @@ which=${2:-both}
 ku=${KERAS_UCAPS:-keras-ucaps}
 mkdir -p "$work"
 common_fit=(--batch-size 4 --patience 10 --mixed-precision off --balance-classes --augment-imaging)
+resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
+# The training data of one preset: 8 randomised 128×256×256 tomograms, 2 randomised 200-deep ones, 32³ patches.
+# Usage: make_data PRESET SIM_FOLDER SEED THICK_SEED PATCHES
+make_data() {
+  [ -f "$2/tomo_07.mrc" ] || $ku simulate --preset "$1" --size medium --randomize --count 8 --seed "$3" --out "$2"
+  [ -f "$2/thick_01.mrc" ] || $ku simulate --preset "$1" --shape 200 256 256 --randomize --count 2 --seed "$4" \
+      --name thick --out "$2"
+  [ -f "$5" ] || $ku patches --simulation "$2" --out "$5" --patch-size 32 --per-particle 2
+}
 if [ "$which" = invitro ]; then
-  sim="$work/invitro_sim"
-  [ -f "$sim/tomo_07.mrc" ] || $ku simulate --preset invitro --size medium --randomize --count 8 --seed 3000 \
-      --out "$sim"
-  [ -f "$sim/thick_01.mrc" ] || $ku simulate --preset invitro --shape 200 256 256 --randomize --count 2 \
-      --seed 4000 --name thick --out "$sim"
-  [ -f "$work/invitro_patches32.h5" ] || $ku patches --simulation "$sim" --out "$work/invitro_patches32.h5" \
-      --patch-size 32 --per-particle 2
-  resume_flag=$([ -f "$work/invitro_unet/checkpoint/state.json" ] && echo --resume || true)
-  # shellcheck disable=SC2086
+  make_data invitro "$work/invitro_sim" 3000 4000 "$work/invitro_patches32.h5"
+  # shellcheck disable=SC2046
   $ku fit --model unet --data "$work/invitro_patches32.h5" --out "$work/invitro_unet" \
-      --epochs "${EPOCHS_INVITRO:-20}" --steps-per-epoch 80 --validation-steps 80 "${common_fit[@]}" $resume_flag
+      --epochs "${EPOCHS_INVITRO:-20}" --steps-per-epoch 80 --validation-steps 80 "${common_fit[@]}" \
+      $(resume "$work/invitro_unet")
   exit 0
 fi
-[ -f "$work/sim/tomo_07.mrc" ] || $ku simulate --preset shrec --size medium --randomize --count 8 --seed 1000 \
-    --out "$work/sim"
-[ -f "$work/sim/thick_01.mrc" ] || $ku simulate --preset shrec --shape 200 256 256 --randomize --count 2 \
-    --seed 2000 --name thick --out "$work/sim"
-[ -f "$work/patches32.h5" ] || $ku patches --simulation "$work/sim" --out "$work/patches32.h5" --patch-size 32 \
-    --per-particle 2
+make_data shrec "$work/sim" 1000 2000 "$work/patches32.h5"
 common=(--data "$work/patches32.h5" "${common_fit[@]}")
 # A new machine has no run folders: continue from the state carried in the repository (retraining/NAME/).
 python3 "$(dirname "$0")/carry_retraining.py" restore "$work/unet" "$work/ucaps"
-resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 if [ "$which" != ucaps ]; then
   # shellcheck disable=SC2046
   $ku fit --model unet --out "$work/unet" --epochs "${EPOCHS_UNET:-20}" --steps-per-epoch 80 \
