@@ -25,6 +25,11 @@ envelope, SNR 0.05 and 0.3 per projection, a ±45° tilt range, a 200-deep slab)
 (bundled name or run folder, its own thresholds) and scored: macro F1 per tomogram and the largest drop.
 Each model's probability maps are kept in --work (SHIFT/NAME_maps/): run again, it only picks and scores, so
 thresholds tuned again are scored without predicting again.
+
+    python benchmarks/accuracy.py --seeds 99 100 101 102 --models shrec-unet,shrec-ucaps [--tile N] [--overlap N]
+
+In distribution over several held-out seeds (never used for training or tuning; 98 tunes the bundled
+thresholds): macro F1 per seed, mean ± standard deviation, per-class means. --tile and --overlap pass predict's.
 """
 
 import argparse
@@ -33,6 +38,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,6 +116,58 @@ def _slug(text):
     return "".join(c if c.isascii() and c.isalnum() else "_" for c in text)
 
 
+def pick_and_score(folder, model, env, predict_options=()):
+    """Per-class scores of ``model`` (bundled name or run folder) on FOLDER/tomo.mrc, picked with its own
+    thresholds.json as `pick TOMO --model MODEL` takes them. Its maps are kept in FOLDER/NAME_maps, so thresholds
+    tuned again re-pick without predicting again; ``predict_options`` change the maps' folder name with them."""
+    name = _slug(Path(model).name + "".join(map(str, predict_options)))
+    maps, picks = folder / f"{name}_maps", folder / f"{name}_picks.csv"
+    if not (maps / "tomo_labels.mrc").is_file():
+        timed(cli("predict", model, folder / "tomo.mrc", "--out", maps, *predict_options), env=env)
+    thresholds = run_thresholds(model_path(model))
+    timed(cli("pick", maps / "tomo_labels.mrc", "--tomogram", folder / "tomo.mrc", "--out", picks,
+              *(["--thresholds", thresholds] if thresholds is not None else [])), env=env)
+    return evaluate(folder, folder / "tomo_particles.csv", picks, name, 10, env)
+
+
+def heldout_seeds(args, work, env):
+    """Macro F1 of each model on in-distribution tomograms of several seeds: one tomogram's figure, 300-odd
+    particles, moves by a few hundredths from seed to seed, more than the gaps between models."""
+    import statistics
+
+    z, y, x = args.shape
+    models = [m for m in args.models.split(",") if m]
+    options = [*(["--tile", args.tile] if args.tile is not None else []),
+               *(["--overlap", args.overlap] if args.overlap is not None else [])]
+    table = {}
+    for seed in args.seeds:
+        folder = work / f"seed{seed}"
+        if not (folder / "tomo.mrc").is_file():
+            timed(cli("simulate", "--preset", args.preset, "--shape", z, y, x, "--seed", seed, "--out", folder),
+                  env=env)
+        for model in models:
+            start = time.perf_counter()
+            scores = pick_and_score(folder, model, env, options)
+            table.setdefault(model, {})[seed] = scores
+            f1 = {c: round(v["f1"], 3) for c, v in scores.items()}
+            print(f"{model} | seed {seed} | macro F1 {sum(f1.values()) / len(f1):.3f} | {f1} | "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; '{args.preset}' preset {tuple(args.shape)}"
+          + (f", predict {' '.join(map(str, options))}" if options else ""))
+    classes = list(next(iter(next(iter(table.values())).values())))
+    print("| model | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean ± sd | "
+          + " / ".join(classes) + " (mean) |")
+    print("| --- |" + " --- |" * (len(args.seeds) + 2))
+    for model, rows in table.items():
+        macro = [sum(v["f1"] for v in rows[s].values()) / len(rows[s]) for s in args.seeds]
+        spread = statistics.stdev(macro) if len(macro) > 1 else 0.0
+        per_class = " / ".join(f"{statistics.mean(rows[s][c]['f1'] for s in args.seeds):.2f}" for c in classes)
+        print(f"| `{model}` | " + " | ".join(f"{m:.3f}" for m in macro)
+              + f" | {statistics.mean(macro):.3f} ± {spread:.3f} | {per_class} |")
+    (work / "seeds.json").write_text(json.dumps({m: {str(s): v for s, v in r.items()} for m, r in table.items()},
+                                                indent=2))
+
+
 def shifted(args, work, env):
     """Macro F1 of each model on the in-distribution tomogram and on each shifted one."""
     z, y, x = args.shape
@@ -121,16 +179,8 @@ def shifted(args, work, env):
         if not (folder / "tomo.mrc").is_file():
             timed(cli("simulate", "--preset", args.preset, "--shape", *shape, "--seed", args.seed, "--out", folder,
                       *([] if options == "thick" else options)), env=env)
-        truth = folder / "tomo_particles.csv"
         for model in models:
-            name = _slug(Path(model).name)
-            maps, picks = folder / f"{name}_maps", folder / f"{name}_picks.csv"
-            if not (maps / "tomo_labels.mrc").is_file():  # kept: thresholds tuned again re-pick without predicting
-                timed(cli("predict", model, folder / "tomo.mrc", "--out", maps), env=env)
-            thresholds = run_thresholds(model_path(model))  # as `pick TOMO --model MODEL` takes them
-            timed(cli("pick", maps / "tomo_labels.mrc", "--tomogram", folder / "tomo.mrc", "--out", picks,
-                      *(["--thresholds", thresholds] if thresholds is not None else [])), env=env)
-            scores = evaluate(folder, truth, picks, name, 10, env)
+            scores = pick_and_score(folder, model, env)
             table.setdefault(model, {})[shift] = scores
             f1 = {c: round(v["f1"], 3) for c, v in scores.items()}
             print(f"{model} | {shift} | macro F1 {sum(f1.values()) / len(f1):.3f} | {f1}", flush=True)
@@ -158,11 +208,17 @@ def main():
     parser.add_argument("--work", default=None, help="Working folder (default: a temporary one)")
     parser.add_argument("--shifted", action="store_true", help="Score --models on the shifted test set instead")
     parser.add_argument("--models", default="shrec-unet,shrec-ucaps",
-                        help="With --shifted: comma-separated bundled model names or run folders")
+                        help="With --shifted or --seeds: comma-separated bundled model names or run folders")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="Score --models on in-distribution tomograms of these seeds instead")
+    parser.add_argument("--tile", type=int, default=None, help="With --seeds: predict --tile")
+    parser.add_argument("--overlap", type=int, default=None, help="With --seeds: predict --overlap")
     args = parser.parse_args()
     work, env = working_folder(args.work)
     if args.shifted:
         return shifted(args, work, env)
+    if args.seeds:
+        return heldout_seeds(args, work, env)
     z, y, x = args.shape
     sim = work / "sim"
     if not (sim / "tomo.mrc").is_file():
