@@ -60,3 +60,97 @@ def test_bad_settings_and_inputs(tmp_path):
     with pytest.raises(InputError, match="smaller than a 32³ patch"):
         build_patch_store(sources, classes, VOXEL_SIZE, tmp_path / "p.h5", PatchSettings(patch_size=32))
     assert not (tmp_path / "p.h5").exists()
+
+
+def _negatives(sources, n=5, seed=1):
+    """n points per source, as a table with class names the registry does not know."""
+    from keras_ucaps.io import ParticleTable
+
+    rng = np.random.default_rng(seed)
+    tables = []
+    for s in sources:
+        nz, ny, nx = s.volume.shape
+        tables.append(ParticleTable.from_columns(rng.uniform([0, 0, 0], [nx - 1, ny - 1, nz - 1], size=(n, 3)),
+                                                 "2cg9", s.name))
+    return tables
+
+
+def test_negatives_get_background_patches_centred_on_them(tmp_path):
+    """Patches around negatives: class -1, flagged, at the negative (no jitter; clipped to the volume), their labels
+    the tomogram's; the particle and random background patches are those of a store without negatives."""
+    import dataclasses
+
+    sources, classes = make_sources(2)
+    settings = PatchSettings(patch_size=32, jitter=0.0, per_negative=2)
+    plain = build_patch_store(sources, classes, VOXEL_SIZE, tmp_path / "plain.h5", settings)
+    negatives = _negatives(sources)
+    with_negatives = [dataclasses.replace(s, negatives=t) for s, t in zip(sources, negatives, strict=True)]
+    summary = build_patch_store(with_negatives, classes, VOXEL_SIZE, tmp_path / "neg.h5", settings)
+    assert summary["train"]["on negatives"] == 10 and summary["validation"]["on negatives"] == 10
+    assert summary["train"]["background"] == plain["train"]["background"] + 10
+    assert "on negatives" not in plain["train"]
+    with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "neg.h5") as b:
+        flagged = b["negative"][()] == 1
+        assert (b["class"][()][flagged] == -1).all() and not a["negative"][()].any()
+        np.testing.assert_array_equal(b["centre"][()][~flagged], a["centre"][()])
+        for i in np.flatnonzero(flagged):
+            t, (x, y, z) = b["tomogram"][i], b["centre"][i]
+            nz, ny, nx = sources[t].volume.shape
+            points = np.clip(np.round(negatives[t].coords), 16, [nx - 16, ny - 16, nz - 16])
+            assert (np.abs(points - [x, y, z]).sum(axis=1) == 0).any()
+            box = sources[t].labels[z - 16:z + 16, y - 16:y + 16, x - 16:x + 16]
+            np.testing.assert_array_equal(b["labels"][i], box)
+            assert b["split"][i] == (1 if t == 1 else 0)
+
+
+def test_negatives_outside_the_volume_are_refused(tmp_path):
+    import dataclasses
+
+    sources, classes = make_sources(1, shape=(40, 48, 160))
+    bad = _negatives(sources)[0]
+    bad.coords[2] = [3.0, 4.0, 40.0]  # z = 40 in a 40-deep volume
+    with pytest.raises(InputError, match="negatives.*outside.*row 3"):
+        build_patch_store([dataclasses.replace(sources[0], negatives=bad)], classes, VOXEL_SIZE, tmp_path / "p.h5",
+                          PatchSettings(patch_size=32))
+    assert not (tmp_path / "p.h5").exists()
+
+
+def test_patches_cli_cuts_negatives_of_a_simulation(tmp_path):
+    """`patches --simulation DIR --simulation-negatives`: one flagged patch per distractor the simulation wrote;
+    without a distractors table, or with options that disagree, a one-line error and no store."""
+    from conftest import run_cli
+
+    from keras_ucaps.io import read_particles
+
+    sim = tmp_path / "sim"
+    assert run_cli("simulate", "--shape", "48", "64", "64", "--snr", "1", "--out", sim, "--seed", "2", "--count",
+                   "2").returncode == 0
+    tables = sorted(sim.glob("*_distractors.csv"))
+    distractors = sum(len(read_particles(t)) for t in tables)
+    assert len(tables) == 2 and distractors > 0
+    result = run_cli("patches", "--simulation", sim, "--simulation-negatives", "--patch-size", "32", "--out",
+                     tmp_path / "p.h5")
+    assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert int(f["negative"][()].sum()) == distractors
+    assert "on negatives" in result.stdout
+    # --negatives: one table for two tomograms names those that have negatives (here the first only)
+    tomos = sorted(t.name.removesuffix("_distractors.csv") for t in tables)
+    result = run_cli("patches", *[a for t in tomos for a in ("--tomogram", sim / f"{t}.mrc")],
+                     *[a for t in tomos for a in ("--particles", sim / f"{t}_particles.csv")], "--negatives", tables[0],
+                     "--per-negative", "3", "--classes", sim / "classes.json", "--patch-size", "32",
+                     "--out", tmp_path / "n.h5")
+    assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "n.h5") as f:
+        flagged = f["negative"][()] == 1
+        assert flagged.sum() == 3 * len(read_particles(tables[0])) and (f["tomogram"][()][flagged] == 0).all()
+
+    for args, problem in [(["--simulation-negatives"], "--simulation"),
+                          (["--simulation", sim, "--simulation-negatives", "--negatives", sim / "tomo_particles.csv"],
+                           "not both")]:
+        result = run_cli("patches", *args, "--classes", sim / "classes.json", "--out", tmp_path / "q.h5")
+        assert result.returncode == 2 and problem in result.stderr and "Traceback" not in result.stderr
+    tables[1].unlink()
+    result = run_cli("patches", "--simulation", sim, "--simulation-negatives", "--out", tmp_path / "q.h5")
+    assert result.returncode == 2 and tables[1].name in result.stderr
+    assert not (tmp_path / "q.h5").exists()

@@ -17,16 +17,19 @@
 # goes to runs/retrain/ucaps/epochs/NN/weights_best.keras with config.json, for benchmarks/learning_f1.py.
 #
 # Usage (device tool, repo root, carry [".whl"]; the wheels as for benchmarks/gpu_train.sh, see the README):
-#   bash tools/retrain_gpu.sh [--seconds S] [--work DIR] [--cpu]
+#   bash tools/retrain_gpu.sh [--seconds S] [--work DIR] [--negatives] [--cpu]
+# --negatives: the patch store also gets one background patch around each unlabelled crowding particle
+# (`patches --simulation-negatives`; the bundled models' false 3gl1 picks lie on them), as patches32_neg.h5.
 # --cpu: a dry run on a CPU (JAX, four small tomograms, a 2-level UCaps, 2 steps per epoch) that checks
 # every stage, e.g. `bash tools/retrain_gpu.sh --cpu --seconds 420 --work /tmp/retrain_gpu` (8 minutes on 2 cores).
 set -euo pipefail
-seconds=540; work=runs/retrain_gpu; cpu=0
+seconds=540; work=runs/retrain_gpu; cpu=0; negatives=()
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) seconds=$2; shift ;;
     --work) work=$2; shift ;;
     --cpu) cpu=1 ;;
+    --negatives) negatives=(--simulation-negatives) ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -54,7 +57,8 @@ fi
 # 1. The data, one process per tomogram (seed 1000+i is what `--count 8 --seed 1000` gives tomo_0i), while
 #    the accelerator is checked.
 sim=$work/sim
-if [ ! -f "$work/patches32.h5" ]; then
+store=$work/patches32${negatives:+_neg}.h5
+if [ ! -f "$store" ]; then
   pids=()
   for i in $(seq 0 $((count - 1))); do
     "${ku[@]}" simulate --preset shrec "${medium[@]}" --randomize --seed $((1000 + i)) --name "tomo_0$i" \
@@ -70,10 +74,10 @@ import jax, keras, sys
 print('jax', jax.__version__, 'keras', keras.__version__, 'devices:', jax.devices())
 sys.exit(0 if $cpu or jax.default_backend() == 'gpu' else 'no GPU seen by JAX')
 " || { kill "${pids[@]}" 2> /dev/null; exit 1; }
-if [ ! -f "$work/patches32.h5" ]; then
+if [ ! -f "$store" ]; then
   for pid in "${pids[@]}"; do wait "$pid" || { cat "$work"/sim_*.log; exit 1; }; done
   head -qn 1 "$work"/sim_*.log
-  "${ku[@]}" patches --simulation "$sim" --out "$work/patches32.h5" --patch-size 32 --per-particle 2
+  "${ku[@]}" patches --simulation "$sim" --out "$store" --patch-size 32 --per-particle 2 "${negatives[@]}"
 fi
 echo "data ready after $(elapsed) s"
 
@@ -84,7 +88,7 @@ bash tools/snapshot_epochs.sh --every 5 "$run" > "$work/snapshots.log" 2>&1 & sn
 left=$(( seconds - $(elapsed) ))
 [ "$left" -gt 60 ] || { echo "no time left to train ($(elapsed) s spent)"; exit 1; }
 timeout --signal=TERM --kill-after=60 "$left" "${ku[@]}" fit --model ucaps --capsule-init unit "${model[@]}" \
-    --data "$work/patches32.h5" --out "$run" --epochs 1000 --steps-per-epoch $steps --validation-steps $validation \
+    --data "$store" --out "$run" --epochs 1000 --steps-per-epoch $steps --validation-steps $validation \
     --batch-size 4 --patience 10 --mixed-precision off --balance-classes --augment-imaging "${resume[@]}" \
     > "$work/fit.log" 2>&1 || true
 kill $snapshots 2> /dev/null || true

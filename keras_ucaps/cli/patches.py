@@ -19,6 +19,15 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_s
 @click.option("--simulation", "simulation", type=click.Path(path_type=Path),
               help="A folder written by `keras-ucaps simulate`: takes every tomogram in it, its particles "
                    "and classes.json.")
+@click.option("--negatives", "negative_tables", multiple=True, type=click.Path(path_type=Path),
+              help="Objects that are not particles of the task (other proteins, gold, contamination; any class "
+                   "names, any table format): background patches are centred on each, so the model sees what it "
+                   "must not pick. One table per --tomogram, or one naming every tomogram.")
+@click.option("--simulation-negatives", is_flag=True,
+              help="With --simulation: each tomogram's unlabelled crowding particles (NAME_distractors.csv) "
+                   "are its negatives.")
+@click.option("--per-negative", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Background patches around each negative (each with its own jitter).")
 @click.option("--classes", "classes_path", type=click.Path(path_type=Path),
               help="Class registry (JSON); the task is its class list.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Patch store to write (HDF5).")
@@ -45,38 +54,51 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_s
 @click.option("--user-id", default=None, help="With --copick: whose picks are the training labels (default: anyone's).")
 @click.option("--session-id", default=None, help="With --copick: which session's picks (default: any).")
 @reports_input_errors
-def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_size, per_particle, jitter,
-            background_fraction, validation_fraction, radius_scale, normalization, voxel_size, seed, copick_config,
-            copick_runs, copick_voxel_spacing, copick_tomo_type, user_id, session_id):
+def patches(tomograms, tables, label_maps, simulation, negative_tables, simulation_negatives, per_negative,
+            classes_path, out, patch_size, per_particle, jitter, background_fraction, validation_fraction,
+            radius_scale, normalization, voxel_size, seed, copick_config, copick_runs, copick_voxel_spacing,
+            copick_tomo_type, user_id, session_id):
     """Cut patches around particles (and of background) into one HDF5 file for `fit`.
 
     Validation patches come from separate tomograms when there are two or
     more, else from the last fifth of the tomogram along x, never from patches
-    neighbouring training ones.
+    neighbouring training ones. With --negatives (or --simulation-negatives)
+    background patches are also cut around objects the model must not pick.
     """
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.cli.common import choose_tomogram, open_copick, resolve_voxel_size
     from keras_ucaps.data.normalization import METHODS
     from keras_ucaps.data.patches import PatchSettings, Source, build_patch_store
-    from keras_ucaps.data.targets import sphere_targets
+    from keras_ucaps.data.targets import check_inside, sphere_targets
     from keras_ucaps.errors import InputError
     from keras_ucaps.io import FormatContext, read_particles, read_volume
     from keras_ucaps.io.mrc import read_label_map
 
+    if simulation_negatives and simulation is None:
+        raise InputError("--simulation-negatives", "applies with --simulation only")
+    if simulation_negatives and negative_tables:
+        raise InputError("--negatives", "give either --negatives or --simulation-negatives, not both")
     if simulation is not None:
         found = sorted(p for p in simulation.glob("*.mrc")
                        if (simulation / f"{p.stem}_particles.csv").is_file())
         if not found:
             raise InputError(simulation, "holds no simulated tomograms (NAME.mrc with NAME_particles.csv)")
+        if simulation_negatives:
+            if tomograms:
+                raise InputError("--simulation-negatives", "takes the simulation's tomograms only: give no --tomogram")
+            negative_tables = tuple(simulation / f"{p.stem}_distractors.csv" for p in found)
+            for table_path in negative_tables:
+                if not table_path.is_file():
+                    raise InputError(table_path, "no such file: this simulation wrote no distractors table")
         tomograms = tuple(tomograms) + tuple(found)
         tables = tuple(tables) + tuple(simulation / f"{p.stem}_particles.csv" for p in found)
         classes_path = classes_path or simulation / "classes.json"
     project, runs = open_copick(copick_config, copick_runs, copick_voxel_spacing, copick_tomo_type)
     if project is None and (user_id is not None or session_id is not None):
         raise InputError("--user-id" if user_id is not None else "--session-id", "applies with --copick only")
-    if project is not None and (tomograms or tables or label_maps):
-        raise InputError("--copick", "takes tomograms and picks from the project: give no --tomogram, --particles "
-                                     "or --labels")
+    if project is not None and (tomograms or tables or label_maps or negative_tables):
+        raise InputError("--copick", "takes tomograms and picks from the project: give no --tomogram, --particles, "
+                                     "--labels or --negatives")
     if not tomograms and project is None:
         raise InputError("--tomogram", "give at least one tomogram (or --simulation, or --copick)")
     if classes_path is None:
@@ -85,10 +107,13 @@ def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_
         raise InputError("--particles", f"give one table per tomogram ({len(tomograms)}) or one for all")
     if label_maps and len(label_maps) != len(tomograms):
         raise InputError("--labels", f"give one label map per tomogram ({len(tomograms)})")
+    if negative_tables and len(negative_tables) not in (1, len(tomograms)):
+        raise InputError("--negatives", f"give one table per tomogram ({len(tomograms)}) or one for all")
     classes = ClassRegistry.load(classes_path)
     settings = PatchSettings(patch_size=int(patch_size), jitter=jitter, per_particle=per_particle,
-                             background_fraction=background_fraction, validation_fraction=validation_fraction,
-                             seed=seed, normalization=METHODS[normalization])
+                             background_fraction=background_fraction, per_negative=per_negative,
+                             validation_fraction=validation_fraction, seed=seed,
+                             normalization=METHODS[normalization])
     sources, common_voxel_size = [], None
     for run in runs:
         volume = project.volume(run)
@@ -117,7 +142,18 @@ def patches(tomograms, tables, label_maps, simulation, classes_path, out, patch_
                 raise InputError(label_maps[i], f"label map {labels.shape} does not match the tomogram {volume.shape}")
         else:
             labels = sphere_targets(table, volume.shape, classes, vs, radius_scale=radius_scale, source=str(table_path))
-        sources.append(Source(name=tomo_path.stem, volume=volume, particles=table, labels=labels))
+        negatives = None
+        if negative_tables:
+            negatives_path = negative_tables[i if len(negative_tables) > 1 else 0]
+            negatives = read_particles(negatives_path, context=FormatContext(voxel_size=vs,
+                                                                             tomogram_size=volume.shape[::-1]))
+            if len(negative_tables) == 1 and len(tomograms) > 1:  # one table for all: a tomogram may have none
+                negatives = negatives.where(tomo=tomo_path.stem)
+            else:
+                negatives = negatives.where(tomo=choose_tomogram(negatives, None, tomo_path, negatives_path))
+            check_inside(negatives, volume.shape, str(negatives_path))
+        sources.append(Source(name=tomo_path.stem, volume=volume, particles=table, labels=labels,
+                              negatives=negatives))
     summary = build_patch_store(sources, classes, common_voxel_size, out, settings)
     click.echo(f"wrote {out}: {summary['patches']} patches of {summary['patch_size']}³ at "
                f"{summary['voxel_size']:g} Å, validation by {summary['split_method']}")

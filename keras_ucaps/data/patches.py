@@ -4,7 +4,10 @@ One file holds, for every patch, the tomogram voxels (float16, normalised as
 ``data.normalization`` says: by default a robust background and scale measured on
 the whole tomogram), the label voxels (uint8),
 the tomogram it came from, its centre (x, y, z voxels) and the class of the
-particle it was centred on (-1 for a background patch). Datasets are chunked
+particle it was centred on (-1 for a background patch), and whether it was
+centred on a negative: an object that is not a particle of the task (another
+protein, a gold bead), a background patch the model must learn not to pick.
+Datasets are chunked
 one patch per chunk (64³ for 64³ patches), images uncompressed and labels lzf:
 random reads stay fast (gzip is ~40× slower). Each patch carries a split:
 0 train, 1 validation.
@@ -16,6 +19,7 @@ Layout::
     /tomogram   (N,) int32   index into attrs["tomograms"]
     /centre     (N, 3) int32 x, y, z of the patch centre (voxels)
     /class      (N,) int16   label of the particle it was centred on, -1 background
+    /negative   (N,) uint8   1 for a background patch centred on a negative (stores of before lack it)
     /split      (N,) uint8   0 train, 1 validation
     attrs: version, classes (registry JSON), voxel_size, patch_size,
            tomograms (JSON list of names), tomogram_stats (JSON {name: Normalization.to_dict()};
@@ -38,6 +42,7 @@ import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.data.normalization import METHODS, ROBUST, measure
+from keras_ucaps.data.targets import check_inside
 from keras_ucaps.errors import InputError
 from keras_ucaps.io.atomic import atomic_path
 from keras_ucaps.io.mrc import Volume
@@ -49,12 +54,15 @@ PATCH_SIZES = (32, 48, 64)
 
 @dataclasses.dataclass
 class Source:
-    """One tomogram, its particles (x, y, z voxels) and its label map (z, y, x)."""
+    """One tomogram, its particles (x, y, z voxels) and its label map (z, y, x); optionally its negatives
+    (x, y, z voxels, any class names): objects that are not particles of the task, each given background
+    patches centred on it."""
 
     name: str
     volume: Volume
     particles: ParticleTable
     labels: np.ndarray
+    negatives: ParticleTable | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +79,8 @@ class PatchSettings:
         Patches cut around each particle.
     background_fraction : float
         Extra random patches, as a fraction of the particle patches.
+    per_negative : int
+        Background patches cut around each of a source's negatives (with the same jitter).
     validation_fraction : float
         Share of tomograms (or of the single tomogram's x extent) held out.
     seed : int
@@ -83,6 +93,7 @@ class PatchSettings:
     jitter: float = 1 / 3
     per_particle: int = 1
     background_fraction: float = 0.2
+    per_negative: int = 1
     validation_fraction: float = 0.2
     seed: int = 0
     normalization: str = ROBUST
@@ -92,6 +103,8 @@ class PatchSettings:
             raise InputError("--patch-size", f"must be one of {PATCH_SIZES}, got {self.patch_size}")
         if not 0 <= self.jitter < 0.5:
             raise InputError("--jitter", f"must lie in [0, 0.5), got {self.jitter}")
+        if self.per_negative < 0:
+            raise InputError("--per-negative", f"must be at least 0, got {self.per_negative}")
         if self.normalization not in METHODS.values():
             raise InputError("--normalization", f"must be one of {sorted(METHODS.values())}, got {self.normalization}")
 
@@ -116,6 +129,8 @@ def build_patch_store(
             raise InputError(s.volume.path or s.name, f"tomogram {s.volume.shape} is smaller than a {size}³ patch")
     for s in sources:
         classes.check_names(s.particles.class_name, str(s.name))
+        if s.negatives is not None:
+            check_inside(s.negatives, s.volume.shape, f"{s.name}: negatives")
     plans = _plan(sources, settings, {c.name: c.label for c in classes.classes}, rng)
     if not plans:
         raise InputError(names[0], "no patches could be cut (no particles?)")
@@ -130,16 +145,17 @@ def build_patch_store(
         centres = np.zeros((n, 3), np.int32)
         klass = np.zeros(n, np.int16)
         split = np.zeros(n, np.uint8)
-        for i, (t, centre_xyz, label, part) in enumerate(plans):
+        negative = np.zeros(n, np.uint8)
+        for i, (t, centre_xyz, label, part, on_negative) in enumerate(plans):
             src = sources[t]
             box = _box(centre_xyz, size)
             images[i] = norms[src.name].apply(src.volume.data[box], box).astype(np.float16)
             patch_labels = np.asarray(src.labels[box], dtype=np.uint8)
             labels[i] = patch_labels
-            tomogram[i], centres[i], klass[i], split[i] = t, centre_xyz, label, part
+            tomogram[i], centres[i], klass[i], split[i], negative[i] = t, centre_xyz, label, part, on_negative
             if part == 0:
                 class_voxels += np.bincount(patch_labels.ravel(), minlength=classes.num_classes)[: classes.num_classes]
-        f["tomogram"], f["centre"], f["class"], f["split"] = tomogram, centres, klass, split
+        f["tomogram"], f["centre"], f["class"], f["split"], f["negative"] = tomogram, centres, klass, split, negative
         f.attrs.update(
             version=STORE_VERSION,
             classes=json.dumps(classes.to_dict()),
@@ -161,15 +177,17 @@ def _box(centre_xyz, size):
 
 
 def _plan(sources: Sequence[Source], settings: PatchSettings, label_ids: dict[str, int],
-          rng) -> list[tuple[int, np.ndarray, int, int]]:
-    """(tomogram index, patch centre x y z, class label or -1, split) for every patch."""
+          rng) -> list[tuple[int, np.ndarray, int, int, bool]]:
+    """(tomogram index, patch centre x y z, class label or -1, split, centred on a negative) for every patch.
+
+    Negatives' patches are planned last, so a store without negatives draws what it drew before."""
     size = settings.patch_size
     half = size // 2
     val_tomos = set()
     if len(sources) > 1:
         k = max(1, int(round(settings.validation_fraction * len(sources))))
         val_tomos = set(range(len(sources) - k, len(sources)))
-    plans = []
+    plans, negatives = [], []
     for t, src in enumerate(sources):
         nz, ny, nx = src.volume.shape
         lo = np.array([half, half, half])
@@ -185,21 +203,38 @@ def _plan(sources: Sequence[Source], settings: PatchSettings, label_ids: dict[st
                 raise InputError(src.volume.path or src.name, f"too narrow along x ({nx}) to hold out a validation "
                                                               f"region with {size}³ patches: give a second tomogram")
         for part, region_lo, region_hi in regions:
-            n_particles = 0
-            for xyz, name in zip(src.particles.coords, src.particles.class_name, strict=True):
-                for _ in range(settings.per_particle):
-                    jitter = rng.uniform(-settings.jitter, settings.jitter, size=3) * size
-                    centre = np.round(xyz + jitter).astype(int)
-                    if np.any(np.round(xyz) < region_lo - half) or np.any(np.round(xyz) > region_hi + half):
-                        continue  # particle outside this region
-                    centre = np.clip(centre, region_lo, region_hi)
-                    plans.append((t, centre, label_ids[name], part))
-                    n_particles += 1
+            region = (t, part, region_lo, region_hi)
+            labels = [label_ids[c] for c in src.particles.class_name]
+            n_particles = _around(plans, region, src.particles.coords, labels, settings.per_particle, False,
+                                  settings, rng)
             n_background = int(round(settings.background_fraction * n_particles)) if n_particles else 0
             for _ in range(n_background):
                 centre = np.array([rng.integers(a, b + 1) for a, b in zip(region_lo, region_hi, strict=True)])
-                plans.append((t, centre, -1, part))
+                plans.append((t, centre, -1, part, False))
+            if src.negatives is not None:
+                negatives.append((region, src.negatives.coords))
+    for region, coords in negatives:  # last: the other patches are drawn as without negatives
+        _around(plans, region, coords, [-1] * len(coords), settings.per_negative, True, settings, rng)
     return plans
+
+
+def _around(plans: list, region, coords, labels, repeats: int, on_negative: bool, settings: PatchSettings,
+            rng) -> int:
+    """Plan ``repeats`` jittered patches around each point of ``coords`` that lies in ``region`` (tomogram index,
+    split, lowest and highest patch centre, x y z); returns how many were planned."""
+    t, part, lo, hi = region
+    size = settings.patch_size
+    half = size // 2
+    planned = 0
+    for xyz, label in zip(coords, labels, strict=True):
+        for _ in range(repeats):
+            jitter = rng.uniform(-settings.jitter, settings.jitter, size=3) * size
+            centre = np.round(xyz + jitter).astype(int)
+            if np.any(np.round(xyz) < lo - half) or np.any(np.round(xyz) > hi + half):
+                continue  # point outside this region
+            plans.append((t, np.clip(centre, lo, hi), label, part, on_negative))
+            planned += 1
+    return planned
 
 
 def summarize(path: str | os.PathLike) -> dict:
@@ -209,10 +244,13 @@ def summarize(path: str | os.PathLike) -> dict:
     with h5py.File(path, "r") as f:
         classes = ClassRegistry.from_dict(json.loads(f.attrs["classes"]), str(path))
         split, klass = f["split"][()], f["class"][()]
+        negative = f["negative"][()] if "negative" in f else np.zeros_like(split)
         summary = {"patches": int(len(split)), "patch_size": int(f.attrs["patch_size"]),
                    "voxel_size": float(f.attrs["voxel_size"]), "split_method": str(f.attrs["split_method"])}
         for part, key in ((0, "train"), (1, "validation")):
             counts = {"background": int(((split == part) & (klass == -1)).sum())}
+            if negative.any():
+                counts["on negatives"] = int(((split == part) & (negative == 1)).sum())
             for c in classes.classes:
                 counts[c.name] = int(((split == part) & (klass == c.label)).sum())
             summary[key] = counts

@@ -1,0 +1,71 @@
+"""Where false picks lie: on unlabelled crowding particles, on particles of another class, or elsewhere.
+
+    python benchmarks/false_picks.py WORK [--models shrec-unet,shrec-ucaps] [--near 1]
+
+WORK is a folder of `benchmarks/accuracy.py --seeds ... --work WORK` (its seedNN/ folders, each with the
+simulation's tomo_particles.csv and tomo_distractors.csv, and each model's NAME_picks.csv and NAME_scores.json).
+Per model and class, summed over the seeds: the false picks `evaluate` counted (one-to-one matching within 0.5 ×
+the class radius); of the picks with no particle of their class within that tolerance, those within --near ×
+the class radius (default 1) of a crowding particle, else of a particle of another class, else elsewhere; the
+rest of evaluate's false picks are second picks on a particle of their own class.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from keras_ucaps.classes import ClassRegistry
+from keras_ucaps.io import read_particles
+
+GROUPS = ("on a distractor", "on another class", "elsewhere", "a second pick")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--models", default="shrec-unet,shrec-ucaps")
+    parser.add_argument("--near", type=float, default=1.0)
+    args = parser.parse_args()
+    seeds = sorted(args.work.glob("seed*/tomo_distractors.csv"))
+    if not seeds:
+        raise SystemExit(f"{args.work}: holds no seedNN/tomo_distractors.csv (run benchmarks/accuracy.py --seeds)")
+    counts = {}
+    for distractors_path in seeds:
+        folder = distractors_path.parent
+        registry = ClassRegistry.load(folder / "classes.json")
+        voxel = float(json.loads((folder / "tomo_settings.json").read_text()).get("voxel_size", 10.0))
+        truth = read_particles(folder / "tomo_particles.csv")
+        crowd = cKDTree(read_particles(distractors_path).coords)
+        for model in args.models.split(","):
+            name = model.replace("-", "_")
+            picks = read_particles(folder / f"{name}_picks.csv")
+            false = json.loads((folder / f"{name}_scores.json").read_text())["classes"]
+            for cls in registry.classes:
+                radius = cls.radius / voxel
+                row = counts.setdefault((model, cls.name), dict.fromkeys(("false", *GROUPS), 0))
+                row["false"] += false[cls.name]["fp"]
+                mine = picks.where(class_name=cls.name).coords
+                own = truth.where(class_name=cls.name).coords
+                others = truth.coords[truth.class_name != cls.name]
+                if len(mine) == 0:
+                    continue
+                off = cKDTree(own).query(mine)[0] > 0.5 * radius if len(own) else np.ones(len(mine), bool)
+                on_crowd = crowd.query(mine)[0] <= args.near * radius
+                on_other = cKDTree(others).query(mine)[0] <= args.near * radius if len(others) else ~off & off
+                row["on a distractor"] += int((off & on_crowd).sum())
+                row["on another class"] += int((off & ~on_crowd & on_other).sum())
+                row["elsewhere"] += int((off & ~on_crowd & ~on_other).sum())
+                row["a second pick"] += false[cls.name]["fp"] - int(off.sum())
+    print(f"{len(seeds)} tomograms ({', '.join(p.parent.name for p in seeds)}); near = {args.near:g} × the class "
+          "radius")
+    print("| model | class | false picks | " + " | ".join(GROUPS) + " |")
+    print("| --- | --- | --- |" + " --- |" * len(GROUPS))
+    for (model, name), row in counts.items():
+        print(f"| `{model}` | {name} | {row['false']} | " + " | ".join(str(row[g]) for g in GROUPS) + " |")
+
+
+if __name__ == "__main__":
+    main()

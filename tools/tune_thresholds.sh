@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Tune a bundled shrec model's thresholds.json on four simulated tomograms (seeds 95-98, never used for
+# training or held-out scoring; 99-102 are the held-out seeds of `benchmarks/accuracy.py --seeds`), as the
+# bundled ones were on 2026-12-03: each tomogram simulated as the held-out ones are, predicted, picked without
+# thresholds with the model's own fit radius and density weight, then `evaluate --model` on the pooled picks
+# writes the middle of each class's F1 plateau into WORK/model_NAME/thresholds.json. Copy that file into
+# keras_ucaps/resources/models/NAME/ to bundle it.
+#
+# Usage: bash tools/tune_thresholds.sh WORK [NAME...]   (default: shrec-unet shrec-ucaps; about 4 min and
+# 13 min for the two on a 2-core CPU)
+set -euo pipefail
+work=${1:?usage: tune_thresholds.sh WORK [NAME...]}; shift
+if [ $# -gt 0 ]; then models=("$@"); else models=(shrec-unet shrec-ucaps); fi
+python=${PYTHON:-python3}
+ku=("$python" -m keras_ucaps)
+seeds=(95 96 97 98)
+tomos=(); for s in "${seeds[@]}"; do tomos+=("$work/sim/tune$s.mrc"); done
+root=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$work"
+for s in "${seeds[@]}"; do
+  [ -f "$work/sim/tune$s.mrc" ] || "${ku[@]}" simulate --preset shrec --shape 128 256 256 --seed "$s" \
+      --name "tune$s" --out "$work/sim" > /dev/null
+done
+"$python" - "$work" <<'EOF'
+import sys
+from pathlib import Path
+
+work = Path(sys.argv[1])
+rows = []
+for i, table in enumerate(sorted((work / "sim").glob("tune*_particles.csv"))):
+    lines = table.read_text().splitlines()
+    rows += lines if i == 0 else lines[1:]
+(work / "truth.csv").write_text("\n".join(rows) + "\n")
+EOF
+for m in "${models[@]}"; do
+  bundled=$root/keras_ucaps/resources/models/$m
+  [ -f "$work/maps_$m/tune98_labels.mrc" ] || "${ku[@]}" predict "$m" "${tomos[@]}" \
+      --out "$work/maps_$m" > /dev/null 2>&1 || { echo "predict $m failed" >&2; exit 1; }
+  read -r fit density < <("$python" -c "import json, sys; t = json.load(open(sys.argv[1]))
+print(t.get('fit_radius', 1), t.get('density_weight', 0))" "$bundled/thresholds.json")
+  labels=(); tomograms=()
+  for s in "${seeds[@]}"; do labels+=("$work/maps_$m/tune${s}_labels.mrc"); tomograms+=(--tomogram "$work/sim/tune$s.mrc"); done
+  "${ku[@]}" pick "${labels[@]}" "${tomograms[@]}" --fit-radius "$fit" --density-weight "$density" \
+      --out "$work/picks_$m.csv" > /dev/null
+  rm -rf "$work/model_$m" && mkdir "$work/model_$m" && cp "$bundled/config.json" "$bundled/thresholds.json" "$work/model_$m/"
+  "${ku[@]}" evaluate "$work/truth.csv" "$work/picks_$m.csv" --voxel-size 10 --model "$work/model_$m" \
+      --fit-radius "$fit" --density-weight "$density" | tail -n 2
+  echo "$m: $work/model_$m/thresholds.json"
+done
