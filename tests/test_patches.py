@@ -145,6 +145,21 @@ def test_patches_cli_cuts_negatives_of_a_simulation(tmp_path):
         flagged = f["negative"][()] == 1
         assert flagged.sum() == 3 * len(read_particles(tables[0])) and (f["tomogram"][()][flagged] == 0).all()
 
+    # a RELION STAR table that names no class (negatives need none)
+    import pandas as pd
+    import starfile
+
+    starfile.write({"particles": pd.DataFrame({"rlnTomoName": [tomos[0]] * 2, "rlnCoordinateX": [20.0, 30.0],
+                                               "rlnCoordinateY": [20.0, 40.0], "rlnCoordinateZ": [20.0, 25.0]})},
+                   tmp_path / "classless.star")
+    result = run_cli("patches", *[a for t in tomos for a in ("--tomogram", sim / f"{t}.mrc")],
+                     *[a for t in tomos for a in ("--particles", sim / f"{t}_particles.csv")],
+                     "--negatives", tmp_path / "classless.star", "--classes", sim / "classes.json",
+                     "--patch-size", "32", "--out", tmp_path / "s.h5")
+    assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert int(f["negative"][()].sum()) == 2
+
     for args, problem in [(["--simulation-negatives"], "--simulation"),
                           (["--simulation", sim, "--simulation-negatives", "--negatives", sim / "tomo_particles.csv"],
                            "not both")]:

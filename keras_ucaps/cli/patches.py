@@ -145,8 +145,9 @@ def patches(tomograms, tables, label_maps, simulation, negative_tables, simulati
         negatives = None
         if negative_tables:
             negatives_path = negative_tables[i if len(negative_tables) > 1 else 0]
-            negatives = read_particles(negatives_path, context=FormatContext(voxel_size=vs,
-                                                                             tomogram_size=volume.shape[::-1]))
+            # their classes do not matter: a table that names none (a class-less STAR file) is read as one class
+            negatives = read_particles(negatives_path, context=FormatContext(
+                voxel_size=vs, tomogram_size=volume.shape[::-1], default_class="negative"))
             if len(negative_tables) == 1 and len(tomograms) > 1:  # one table for all: a tomogram may have none
                 negatives = negatives.where(tomo=tomo_path.stem)
             else:
