@@ -28,8 +28,9 @@ thresholds tuned again are scored without predicting again.
 
     python benchmarks/accuracy.py --seeds 99 100 101 102 --models shrec-unet,shrec-ucaps [--tile N] [--overlap N]
 
-In distribution over several held-out seeds (never used for training or tuning; 98 tunes the bundled
-thresholds): macro F1 per seed, mean ± standard deviation, per-class means. --tile and --overlap pass predict's.
+In distribution over several held-out seeds (never used for training or tuning; 95-98 tune the bundled
+thresholds, tools/tune_thresholds.sh): macro F1 per seed, mean ± standard deviation, per-class means.
+--tile and --overlap pass predict's.
 """
 
 import argparse
@@ -111,6 +112,11 @@ SHIFTS = {
 }
 
 
+def maps_name(model, predict_options=()):
+    """The name of a model's maps, picks and scores in a benchmark folder (NAME_maps/, NAME_picks.csv, ...)."""
+    return _slug(Path(model).name + "".join(map(str, predict_options)))
+
+
 def _slug(text):
     """A folder or file name made of ASCII letters, digits and underscores."""
     return "".join(c if c.isascii() and c.isalnum() else "_" for c in text)
@@ -120,7 +126,7 @@ def pick_and_score(folder, model, env, predict_options=()):
     """Per-class scores of ``model`` (bundled name or run folder) on FOLDER/tomo.mrc, picked with its own
     thresholds.json as `pick TOMO --model MODEL` takes them. Its maps are kept in FOLDER/NAME_maps, so thresholds
     tuned again re-pick without predicting again; ``predict_options`` change the maps' folder name with them."""
-    name = _slug(Path(model).name + "".join(map(str, predict_options)))
+    name = maps_name(model, predict_options)
     maps, picks = folder / f"{name}_maps", folder / f"{name}_picks.csv"
     if not (maps / "tomo_labels.mrc").is_file():
         timed(cli("predict", model, folder / "tomo.mrc", "--out", maps, *predict_options), env=env)
@@ -214,6 +220,8 @@ def main():
     parser.add_argument("--tile", type=int, default=None, help="With --seeds: predict --tile")
     parser.add_argument("--overlap", type=int, default=None, help="With --seeds: predict --overlap")
     args = parser.parse_args()
+    if (args.tile is not None or args.overlap is not None) and not args.seeds:
+        parser.error("--tile and --overlap apply with --seeds only")
     work, env = working_folder(args.work)
     if args.shifted:
         return shifted(args, work, env)

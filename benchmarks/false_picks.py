@@ -12,13 +12,17 @@ rest of evaluate's false picks are second picks on a particle of their own class
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from keras_ucaps.classes import ClassRegistry
-from keras_ucaps.io import read_particles
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import maps_name  # noqa: E402
+
+from keras_ucaps.classes import ClassRegistry  # noqa: E402
+from keras_ucaps.io import read_particles  # noqa: E402
 
 GROUPS = ("on a distractor", "on another class", "elsewhere", "a second pick")
 
@@ -40,25 +44,26 @@ def main():
         truth = read_particles(folder / "tomo_particles.csv")
         crowd = cKDTree(read_particles(distractors_path).coords)
         for model in args.models.split(","):
-            name = model.replace("-", "_")
+            name = maps_name(model)
             picks = read_particles(folder / f"{name}_picks.csv")
-            false = json.loads((folder / f"{name}_scores.json").read_text())["classes"]
+            scored = json.loads((folder / f"{name}_scores.json").read_text())["classes"]
             for cls in registry.classes:
                 radius = cls.radius / voxel
                 row = counts.setdefault((model, cls.name), dict.fromkeys(("false", *GROUPS), 0))
-                row["false"] += false[cls.name]["fp"]
+                row["false"] += scored[cls.name]["fp"]
                 mine = picks.where(class_name=cls.name).coords
                 own = truth.where(class_name=cls.name).coords
                 others = truth.coords[truth.class_name != cls.name]
                 if len(mine) == 0:
                     continue
-                off = cKDTree(own).query(mine)[0] > 0.5 * radius if len(own) else np.ones(len(mine), bool)
+                nowhere = np.full(len(mine), np.inf)
+                off = (cKDTree(own).query(mine)[0] if len(own) else nowhere) > 0.5 * radius
                 on_crowd = crowd.query(mine)[0] <= args.near * radius
-                on_other = cKDTree(others).query(mine)[0] <= args.near * radius if len(others) else ~off & off
+                on_other = (cKDTree(others).query(mine)[0] if len(others) else nowhere) <= args.near * radius
                 row["on a distractor"] += int((off & on_crowd).sum())
                 row["on another class"] += int((off & ~on_crowd & on_other).sum())
                 row["elsewhere"] += int((off & ~on_crowd & ~on_other).sum())
-                row["a second pick"] += false[cls.name]["fp"] - int(off.sum())
+                row["a second pick"] += scored[cls.name]["fp"] - int(off.sum())  # matched one-to-one: fp >= off
     print(f"{len(seeds)} tomograms ({', '.join(p.parent.name for p in seeds)}); near = {args.near:g} × the class "
           "radius")
     print("| model | class | false picks | " + " | ".join(GROUPS) + " |")

@@ -160,7 +160,7 @@ def test_patches_cli_cuts_negatives_of_a_simulation(tmp_path):
     with h5py.File(tmp_path / "s.h5") as f:
         assert int(f["negative"][()].sum()) == 2
 
-    for args, problem in [(["--simulation-negatives"], "--simulation"),
+    for args, problem in [(["--simulation-negatives"], "applies with --simulation only"),
                           (["--simulation", sim, "--simulation-negatives", "--negatives", sim / "tomo_particles.csv"],
                            "not both")]:
         result = run_cli("patches", *args, "--classes", sim / "classes.json", "--out", tmp_path / "q.h5")

@@ -14,7 +14,8 @@ if [ $# -gt 0 ]; then models=("$@"); else models=(shrec-unet shrec-ucaps); fi
 python=${PYTHON:-python3}
 ku=("$python" -m keras_ucaps)
 seeds=(95 96 97 98)
-tomos=(); for s in "${seeds[@]}"; do tomos+=("$work/sim/tune$s.mrc"); done
+tomos=(); tomogram_options=()
+for s in "${seeds[@]}"; do tomos+=("$work/sim/tune$s.mrc"); tomogram_options+=(--tomogram "$work/sim/tune$s.mrc"); done
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$work"
 for s in "${seeds[@]}"; do
@@ -38,9 +39,8 @@ for m in "${models[@]}"; do
       --out "$work/maps_$m" > /dev/null 2>&1 || { echo "predict $m failed" >&2; exit 1; }
   read -r fit density < <("$python" -c "import json, sys; t = json.load(open(sys.argv[1]))
 print(t.get('fit_radius', 1), t.get('density_weight', 0))" "$bundled/thresholds.json")
-  labels=(); tomograms=()
-  for s in "${seeds[@]}"; do labels+=("$work/maps_$m/tune${s}_labels.mrc"); tomograms+=(--tomogram "$work/sim/tune$s.mrc"); done
-  "${ku[@]}" pick "${labels[@]}" "${tomograms[@]}" --fit-radius "$fit" --density-weight "$density" \
+  labels=(); for s in "${seeds[@]}"; do labels+=("$work/maps_$m/tune${s}_labels.mrc"); done
+  "${ku[@]}" pick "${labels[@]}" "${tomogram_options[@]}" --fit-radius "$fit" --density-weight "$density" \
       --out "$work/picks_$m.csv" > /dev/null
   rm -rf "$work/model_$m" && mkdir "$work/model_$m" && cp "$bundled/config.json" "$bundled/thresholds.json" "$work/model_$m/"
   "${ku[@]}" evaluate "$work/truth.csv" "$work/picks_$m.csv" --voxel-size 10 --model "$work/model_$m" \
