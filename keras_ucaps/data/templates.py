@@ -97,16 +97,23 @@ def _load(name: str, path: str | None, voxel_size: float) -> Template:
     density = np.asarray(volume.data, dtype=np.float32)
     if density.max() <= 0:
         raise InputError(source, "template map has no positive density")
+    # The particle's radius is measured on the map's own grid: measured on a resampled one it moved by a few
+    # per cent between the voxel sizes `simulate --randomize` draws, and one folder's tomograms disagreed.
+    radius = _radius(_centred_cube(np.clip(density / density.max(), 0, None)), volume.voxel_size)
     if abs(volume.voxel_size - voxel_size) > 1e-3:
         density = ndimage.zoom(density, volume.voxel_size / voxel_size, order=1)
     density = np.clip(density / density.max(), 0, None)
     density = _centred_cube(density)
-    mask = density > MASK_THRESHOLD
-    coords = np.stack(np.nonzero(mask), axis=1).astype(np.float64)
-    gyration = np.sqrt(((coords - coords.mean(axis=0)) ** 2).sum(axis=1).mean())
-    radius = float(np.sqrt(5.0 / 3.0) * gyration * voxel_size)
     density.setflags(write=False)
     return Template(name=name, density=density, voxel_size=voxel_size, radius=round(radius, 1))
+
+
+def _radius(density: np.ndarray, voxel_size: float) -> float:
+    """The radius in Å of the sphere with the gyration radius of the map's mask (density > MASK_THRESHOLD of its
+    maximum, which is 1)."""
+    coords = np.stack(np.nonzero(density > MASK_THRESHOLD), axis=1).astype(np.float64)
+    gyration = np.sqrt(((coords - coords.mean(axis=0)) ** 2).sum(axis=1).mean())
+    return float(np.sqrt(5.0 / 3.0) * gyration * voxel_size)
 
 
 def _centred_cube(density: np.ndarray) -> np.ndarray:
