@@ -7,7 +7,8 @@
 # keras_ucaps/resources/models/NAME/ to bundle it.
 #
 # Usage: bash tools/tune_thresholds.sh WORK [NAME...]   (default: shrec-unet shrec-ucaps; about 4 min and
-# 13 min for the two on a 2-core CPU)
+# 13 min for the two on a 2-core CPU). A NAME may also be a run folder (a fine-tuned model, say): its
+# thresholds go into WORK/model_BASENAME/thresholds.json.
 set -euo pipefail
 work=${1:?usage: tune_thresholds.sh WORK [NAME...]}; shift
 if [ $# -gt 0 ]; then models=("$@"); else models=(shrec-unet shrec-ucaps); fi
@@ -33,16 +34,23 @@ for i, table in enumerate(sorted((work / "sim").glob("tune*_particles.csv"))):
     rows += lines if i == 0 else lines[1:]
 (work / "truth.csv").write_text("\n".join(rows) + "\n")
 EOF
-for m in "${models[@]}"; do
-  bundled=$root/keras_ucaps/resources/models/$m
-  [ -f "$work/maps_$m/tune98_labels.mrc" ] || "${ku[@]}" predict "$m" "${tomos[@]}" \
+for model in "${models[@]}"; do
+  if [ -d "$model" ]; then bundled=$model; m=$(basename "$model"); else bundled=$root/keras_ucaps/resources/models/$model; m=$model; fi
+  [ -f "$work/maps_$m/tune98_labels.mrc" ] || "${ku[@]}" predict "$model" "${tomos[@]}" \
       --out "$work/maps_$m" > /dev/null 2>&1 || { echo "predict $m failed" >&2; exit 1; }
-  read -r fit density < <("$python" -c "import json, sys; t = json.load(open(sys.argv[1]))
-print(t.get('fit_radius', 1), t.get('density_weight', 0))" "$bundled/thresholds.json")
+  # The model's own fit radius and density weight; a run without thresholds.json takes those of the bundled
+  # model it was fine-tuned from (fit --init-weights), else 1 and 0.
+  read -r fit density < <("$python" -c "import json, sys; from pathlib import Path
+run, path = Path(sys.argv[1]), Path(sys.argv[1]) / 'thresholds.json'
+if not path.is_file():
+    path = Path(sys.argv[2]) / (json.loads((run / 'config.json').read_text())['fit'].get('init_weights') or '-') / path.name
+t = json.loads(path.read_text()) if path.is_file() else {}
+print(t.get('fit_radius', 1), t.get('density_weight', 0))" "$bundled" "$root/keras_ucaps/resources/models")
   labels=(); for s in "${seeds[@]}"; do labels+=("$work/maps_$m/tune${s}_labels.mrc"); done
   "${ku[@]}" pick "${labels[@]}" "${tomogram_options[@]}" --fit-radius "$fit" --density-weight "$density" \
       --out "$work/picks_$m.csv" > /dev/null
-  rm -rf "$work/model_$m" && mkdir "$work/model_$m" && cp "$bundled/config.json" "$bundled/thresholds.json" "$work/model_$m/"
+  rm -rf "$work/model_$m" && mkdir "$work/model_$m" && cp "$bundled/config.json" "$work/model_$m/"
+  [ ! -f "$bundled/thresholds.json" ] || cp "$bundled/thresholds.json" "$work/model_$m/"
   "${ku[@]}" evaluate "$work/truth.csv" "$work/picks_$m.csv" --voxel-size 10 --model "$work/model_$m" \
       --fit-radius "$fit" --density-weight "$density" | tail -n 2
   echo "$m: $work/model_$m/thresholds.json"

@@ -49,12 +49,16 @@ from keras_ucaps.cli.common import reports_input_errors
                    "offset ±0.2.")
 @click.option("--folds", default=None, type=click.IntRange(min=2),
               help="K-fold cross-validation by tomogram: K runs in OUT/fold_K, then the mean and spread.")
+@click.option("--init-weights", default=None, metavar="MODEL",
+              help="Fine-tune: start from a trained model's weights: a bundled model (shrec-unet, shrec-ucaps, "
+                   "invitro-unet), a run folder or a .keras file. The run takes its architecture and options; "
+                   "its class head starts afresh where the store's classes are not the model's.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @reports_input_errors
 def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mixed_precision, steps_per_epoch,
         validation_steps, levels, encoder_kernel_size, dilation, capsule_init, normalization, filters, reconstruction,
-        balance_classes, augment_imaging, folds, resume, seed):
+        balance_classes, augment_imaging, folds, init_weights, resume, seed):
     """Train a model; writes weights_best.keras, weights_last.keras, config.json, history.csv and logs/ into OUT."""
     import numpy as np
 
@@ -62,6 +66,13 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
     from keras_ucaps.training.fit import FitSettings, write_json
     from keras_ucaps.training.fit import fit as run_fit
 
+    context = click.get_current_context()
+    if init_weights is not None:
+        from keras_ucaps.training.warm_start import read_source, recorded_name
+
+        init_weights = recorded_name(init_weights)
+        if context.get_parameter_source("architecture") != click.core.ParameterSource.COMMANDLINE:
+            architecture = read_source(init_weights).architecture  # the options below are checked against it
     ucaps_options = {"levels": int(levels) if levels else None,
                      "encoder_kernel_size": int(encoder_kernel_size) if encoder_kernel_size else None,
                      "dilation": dilation or None, "capsule_init": capsule_init}
@@ -86,8 +97,7 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
                            learning_rate=learning_rate, patience=patience, mixed_precision=mixed_precision,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, seed=seed,
                            model_options=options, reconstruction=reconstruction, balance_classes=balance_classes,
-                           augment_imaging=augment_imaging)
-    context = click.get_current_context()
+                           augment_imaging=augment_imaging, init_weights=init_weights)
     names = {"architecture": "model"}
     given = frozenset(names.get(p, p) for p in context.params
                       if context.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE

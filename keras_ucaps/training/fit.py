@@ -65,6 +65,10 @@ class FitSettings:
     augment_imaging : bool
         Also augment what differs between microscopes: scale, blur, noise, gain and offset
         (:func:`keras_ucaps.data.augment.imaging`).
+    init_weights : str, optional
+        Fine-tuning: start from this trained model's weights (a bundled model's name or an absolute path to
+        a run folder or .keras file); the run takes its architecture and options
+        (:mod:`keras_ucaps.training.warm_start`).
     """
 
     model: str = "ucaps"
@@ -86,6 +90,7 @@ class FitSettings:
     fold: int | None = None
     balance_classes: bool = False
     augment_imaging: bool = False
+    init_weights: str | None = None
     version: int = CONFIG_VERSION
 
     def __post_init__(self):
@@ -343,6 +348,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     from keras_ucaps.training.callbacks import HistoryLogger, RunCheckpoint, StepTimer, schedule_callbacks
     from keras_ucaps.training.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss, class_weights
     from keras_ucaps.training.metrics import ClassDice
+    from keras_ucaps.training.warm_start import copy_weights, settings_from_source, start_from
 
     out = Path(settings.out)
     chief = is_chief()
@@ -351,8 +357,14 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         settings = dataclasses.replace(settings, out=str(out / f".worker_{worker['type']}_{worker['index']}"))
         out = Path(settings.out)
     state = None
+    source = None
     if not resume:
-        read_store_info(settings.data)  # a damaged or missing store is refused before the run folder is made
+        # a damaged or missing store, or a source model that does not fit it, is refused before the run folder
+        # is made
+        info = read_store_info(settings.data)
+        if settings.init_weights:
+            source = start_from(settings.init_weights, info)
+            settings = settings_from_source(settings, source, given)
     if chief:
         lock_run_folder(out)  # held until this process ends
         clean_leftovers(out)
@@ -371,6 +383,8 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     keras.utils.set_random_seed(settings.seed)
     keras.mixed_precision.set_global_policy(precision_policy(settings.mixed_precision))
     info = read_store_info(settings.data)
+    if resume and state is None and settings.init_weights:  # killed in its first epoch: start from the source again
+        source = start_from(settings.init_weights, info)
     train_idx, val_idx = split_indices(info, settings)
     weights = class_weights(info.class_voxels)
     num_classes = info.classes.num_classes
@@ -408,6 +422,13 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     config = run_config(settings, info, weights, model)
     out.mkdir(parents=True, exist_ok=True)
     if state is None:  # a new run, or one killed before it completed an epoch: (re)start it
+        if source is not None:
+            fresh = copy_weights(model, source, info.classes.names)
+            if verbose:
+                print(f"starting from the weights of {source.given}"
+                      + (f"; the class head ({', '.join(fresh)}) starts afresh: the store's classes "
+                         f"{', '.join(info.classes.names)} are not its {', '.join(source.classes)}" if fresh else ""),
+                      flush=True)
         shutil.rmtree(out / "logs", ignore_errors=True)
         (out / "history.csv").unlink(missing_ok=True)
         write_json(out / "config.json", config)

@@ -1,0 +1,134 @@
+"""Fine-tuning: a new training run that starts from a trained model's weights (``fit --init-weights MODEL``).
+
+The source is a bundled model's name (``shrec-ucaps``), a run folder or a ``.keras`` file (with the
+``config.json`` beside it, if any), as ``predict`` takes them. The run takes the source's architecture and
+options (an option given that disagrees is an error) and copies every layer's weights, except where the patch
+store's particle classes are not the source's (the same names in the same order): then the layers whose weight
+shapes follow the number of classes (the class head: the UNet's last 1³ convolution, UCaps' class capsules and
+what reads them) start afresh. Which layers those are is measured on the model, by building it once more with
+one class more, not listed by architecture.
+
+A store normalised otherwise than the source's training patches is refused: its weights would see inputs on
+another scale. A store at another voxel size is allowed, with a warning (the weights learned particle sizes in
+voxels of the source's size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from keras_ucaps.errors import InputError, KerasUcapsWarning
+
+# Constructor arguments of a model's config that are not architecture options.
+NOT_OPTIONS = ("name", "trainable", "num_classes", "dtype")
+
+
+@dataclasses.dataclass
+class Source:
+    """A trained model to start from, and what its config.json says about its training data."""
+
+    given: str  # as the run records it: a bundled name, or an absolute path
+    architecture: str
+    options: dict  # the architecture options to build the run's model with
+    model: object
+    classes: list[str] | None  # particle class names in label order (None: no config.json beside the weights)
+    normalization: str | None
+    voxel_size: float | None
+
+
+def recorded_name(name_or_path: str | os.PathLike) -> str:
+    """How a run records its source: an existing path made absolute, else the bundled model's name."""
+    return os.path.abspath(name_or_path) if Path(name_or_path).exists() else str(name_or_path)
+
+
+def read_source(name_or_path: str | os.PathLike) -> Source:
+    """The trained model ``name_or_path`` (bundled name, run folder or .keras file), checked like predict's."""
+    from keras_ucaps.inference.predict import load_model
+    from keras_ucaps.models import ARCHITECTURES
+    from keras_ucaps.pretrained import model_path
+
+    path = model_path(name_or_path)
+    loaded = load_model(path)
+    model = loaded.model
+    architecture = next((name for name, cls in ARCHITECTURES.items() if type(model) is cls), None)
+    if architecture is None:
+        raise InputError(name_or_path, f"a {type(model).__name__}: fit starts from a UCaps3D or UNet3D only")
+    config = model.get_config()
+    options = {k: v for k, v in config.items() if k not in NOT_OPTIONS}
+    has_config = (path / "config.json" if path.is_dir() else path.parent / "config.json").is_file()
+    return Source(given=recorded_name(name_or_path), architecture=architecture, options=options, model=model,
+                  classes=loaded.classes.names if has_config else None,
+                  normalization=loaded.normalization if has_config else None, voxel_size=loaded.voxel_size)
+
+
+def start_from(name_or_path: str | os.PathLike, info) -> Source:
+    """The source model, checked against the patch store ``info`` (:func:`check_store`)."""
+    source = read_source(name_or_path)
+    check_store(source, info)
+    return source
+
+
+def settings_from_source(settings, source: Source, given: frozenset[str]):
+    """``settings`` with the source's architecture and options; one the user gave that disagrees is an error."""
+    if "model" in given and settings.model != source.architecture:
+        raise InputError("--model", f"{settings.model} differs from --init-weights {source.given}, a "
+                                    f"{source.architecture}: leave --model out, or start from a {settings.model}")
+    mismatch = {k: v for k, v in settings.model_options.items() if source.options.get(k) != v}
+    if mismatch:
+        names = "/--".join(k.replace("_", "-") for k in mismatch)
+        theirs = {k: source.options.get(k) for k in mismatch}
+        raise InputError(f"--{names}", f"{mismatch!r} differs from --init-weights {source.given}'s {theirs!r}: "
+                                       "a fine-tuned model keeps its architecture")
+    return dataclasses.replace(settings, model=source.architecture, model_options=dict(source.options))
+
+
+def check_store(source: Source, info) -> None:
+    """Refuse a store normalised otherwise than the source's patches; warn when its voxel size differs."""
+    if source.normalization is not None and info.normalization != source.normalization:
+        from keras_ucaps.data.normalization import METHODS
+
+        option = next((k for k, v in METHODS.items() if v == source.normalization), source.normalization)
+        raise InputError(info.path, f"patches normalised {info.normalization!r}, but --init-weights "
+                                    f"{source.given} was trained on {source.normalization!r} ones: cut them again "
+                                    f"with `keras-ucaps patches --normalization {option}`")
+    if source.voxel_size is not None and info.voxel_size is not None \
+            and abs(info.voxel_size / source.voxel_size - 1) > 0.01:
+        warnings.warn(f"{info.path}: patches at {info.voxel_size:g} Å per voxel, --init-weights {source.given} "
+                      f"was trained at {source.voxel_size:g} Å: its particle sizes in voxels differ",
+                      KerasUcapsWarning, stacklevel=2)
+
+
+def class_dependent_layers(architecture: str, options: dict, num_classes: int) -> set[int]:
+    """Indices (in ``model.layers``) of the layers whose weight shapes follow the number of classes."""
+    from keras_ucaps.models import build_model
+
+    shapes = [[tuple(w.shape) for w in layer.weights]
+              for layer in build_model(architecture, num_classes, **options).layers]
+    more = [[tuple(w.shape) for w in layer.weights]
+            for layer in build_model(architecture, num_classes + 1, **options).layers]
+    return {i for i, (a, b) in enumerate(zip(shapes, more, strict=True)) if a != b}
+
+
+def copy_weights(model, source: Source, classes: list[str]) -> list[str]:
+    """Copy the source's weights into ``model``, layer by layer; returns the names of the layers started afresh
+    (the class head, when ``classes`` are not the source's)."""
+    same_classes = source.classes is None or source.classes == list(classes)
+    fresh = set() if same_classes else class_dependent_layers(source.architecture, source.options,
+                                                              len(classes) + 1)
+    if len(model.layers) != len(source.model.layers):
+        raise InputError(source.given, f"has {len(source.model.layers)} layers, the run's model "
+                                       f"{len(model.layers)}: not the same architecture")
+    for i, (mine, theirs) in enumerate(zip(model.layers, source.model.layers, strict=True)):
+        if i in fresh:
+            continue
+        ours, weights = mine.get_weights(), theirs.get_weights()
+        if [np.shape(w) for w in ours] != [np.shape(w) for w in weights]:
+            raise InputError(source.given, f"layer {theirs.name}'s weights do not fit the run's {mine.name}: "
+                                           "trained for other classes? (give its config.json beside it)")
+        mine.set_weights(weights)
+    return [model.layers[i].name for i in sorted(fresh)]
