@@ -61,3 +61,14 @@ def make_sources(n_tomograms: int, shape=(40, 48, 64), seed=0):
         data = rng.normal(size=shape).astype(np.float32) + 3.0 * (labels > 0)
         sources.append(Source(f"t{t}", Volume(data, VOXEL_SIZE), table, labels))
     return sources, registry
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A 32³ patch store of three ``make_sources`` tomograms (classes big, small)."""
+    from keras_ucaps.data.patches import PatchSettings, build_patch_store
+
+    path = tmp_path_factory.mktemp("store") / "patches.h5"
+    sources, classes = make_sources(3)
+    build_patch_store(sources, classes, VOXEL_SIZE, path, PatchSettings(patch_size=32))
+    return path

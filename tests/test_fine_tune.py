@@ -19,14 +19,6 @@ STILL = ["--lr", "1e-9", "--batch-size", "2", "--steps-per-epoch", "2", "--valid
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("store") / "patches.h5"
-    sources, classes = make_sources(3)
-    build_patch_store(sources, classes, VOXEL_SIZE, path, PatchSettings(patch_size=32))
-    return path
-
-
-@pytest.fixture(scope="module")
 def source_run(tmp_path_factory, store):
     """A narrow UNet trained one epoch on ``store`` (classes big, small)."""
     run = tmp_path_factory.mktemp("source") / "run"
@@ -131,3 +123,17 @@ def test_a_source_that_does_not_fit_is_refused_before_any_file(tmp_path, store, 
     result = run_cli("fit", "--data", data, "--out", tmp_path / "ft", *STILL, *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "ft").exists()
+
+
+def test_a_bare_keras_file_is_taken_to_have_the_stores_classes_with_a_warning(tmp_path, store, source_run):
+    import shutil
+
+    bare = tmp_path / "bare" / "model.keras"
+    bare.parent.mkdir()
+    shutil.copy(source_run / "weights_best.keras", bare)
+    result = run_cli("fit", "--data", store, "--out", tmp_path / "ft", "--init-weights", bare, *STILL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no config.json beside it: its classes are taken to be the store's (big, small)" in result.stderr
+    tuned = layer_weights(tmp_path / "ft" / "weights_last.keras")
+    source = layer_weights(bare)
+    assert max_change(source, tuned, source) < 1e-6

@@ -12,20 +12,10 @@ import time
 import keras
 import numpy as np
 import pytest
-from conftest import VOXEL_SIZE, make_sources, run_cli
-
-from keras_ucaps.data.patches import PatchSettings, build_patch_store
+from conftest import VOXEL_SIZE, run_cli
 
 DEFAULT_UNET = ["--model", "unet", "--batch-size", "2", "--steps-per-epoch", "2", "--validation-steps", "1"]
 FAST = [*DEFAULT_UNET, "--filters", "4,6,8"]  # a narrow UNet: the tests are about the run, not the model
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    path = tmp_path_factory.mktemp("store") / "patches.h5"
-    sources, classes = make_sources(3)
-    build_patch_store(sources, classes, VOXEL_SIZE, path, PatchSettings(patch_size=32))
-    return path
 
 
 def test_fit_writes_a_complete_run_folder(tmp_path, store):

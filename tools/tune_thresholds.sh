@@ -51,7 +51,8 @@ print(t.get('fit_radius', 1), t.get('density_weight', 0))" "$bundled" "$root/ker
       --out "$work/picks_$m.csv" > /dev/null
   rm -rf "$work/model_$m" && mkdir "$work/model_$m" && cp "$bundled/config.json" "$work/model_$m/"
   [ ! -f "$bundled/thresholds.json" ] || cp "$bundled/thresholds.json" "$work/model_$m/"
-  "${ku[@]}" evaluate "$work/truth.csv" "$work/picks_$m.csv" --voxel-size 10 --model "$work/model_$m" \
+  "${ku[@]}" evaluate "$work/truth.csv" "$work/picks_$m.csv" --voxel-size 10 --classes "$work/sim/classes.json" \
+      --model "$work/model_$m" \
       --fit-radius "$fit" --density-weight "$density" | tail -n 2
   echo "$m: $work/model_$m/thresholds.json"
 done

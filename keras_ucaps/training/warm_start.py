@@ -88,7 +88,8 @@ def settings_from_source(settings, source: Source, given: frozenset[str]):
 
 
 def check_store(source: Source, info) -> None:
-    """Refuse a store normalised otherwise than the source's patches; warn when its voxel size differs."""
+    """Refuse a store normalised otherwise than the source's patches; warn when its voxel size differs or its
+    classes cannot be compared (no config.json beside a .keras file)."""
     if source.normalization is not None and info.normalization != source.normalization:
         from keras_ucaps.data.normalization import METHODS
 
@@ -96,6 +97,9 @@ def check_store(source: Source, info) -> None:
         raise InputError(info.path, f"patches normalised {info.normalization!r}, but --init-weights "
                                     f"{source.given} was trained on {source.normalization!r} ones: cut them again "
                                     f"with `keras-ucaps patches --normalization {option}`")
+    if source.classes is None:
+        warnings.warn(f"{source.given}: no config.json beside it: its classes are taken to be the store's "
+                      f"({', '.join(info.classes.names)}), in that order", KerasUcapsWarning, stacklevel=2)
     if source.voxel_size is not None and info.voxel_size is not None \
             and abs(info.voxel_size / source.voxel_size - 1) > 0.01:
         warnings.warn(f"{info.path}: patches at {info.voxel_size:g} Å per voxel, --init-weights {source.given} "
