@@ -99,10 +99,10 @@ def test_the_class_head_of_ucaps_is_found_on_the_model():
     from keras_ucaps.training.warm_start import class_dependent_layers
 
     model = build_model("ucaps", 3)
-    names = {model.layers[i].name for i in class_dependent_layers("ucaps", {}, 3)}
+    names = {model.layers[i].name for i in class_dependent_layers(model)}
     assert names == {"encoder_5", "decoder_up_0", "logits"}  # the class capsules, the decoder's first, the head
     model = build_model("unet", 3)
-    assert {model.layers[i].name for i in class_dependent_layers("unet", {}, 3)} == {"logits"}
+    assert {model.layers[i].name for i in class_dependent_layers(model)} == {"logits"}
 
 
 @pytest.mark.parametrize("args, message", [

@@ -67,12 +67,14 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
     from keras_ucaps.training.fit import fit as run_fit
 
     context = click.get_current_context()
+    source = None  # read once here, handed to the fit
     if init_weights is not None:
         from keras_ucaps.training.warm_start import read_source, recorded_name
 
         init_weights = recorded_name(init_weights)
         if context.get_parameter_source("architecture") != click.core.ParameterSource.COMMANDLINE:
-            architecture = read_source(init_weights).architecture  # the options below are checked against it
+            source = read_source(init_weights)
+            architecture = source.architecture  # the options below are checked against it
     ucaps_options = {"levels": int(levels) if levels else None,
                      "encoder_kernel_size": int(encoder_kernel_size) if encoder_kernel_size else None,
                      "dilation": dilation or None, "capsule_init": capsule_init}
@@ -105,14 +107,14 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
     if options and resume:
         given = given | {"model_options"}
     if folds is None:
-        best = run_fit(settings, resume=resume, given=given)
+        best = run_fit(settings, resume=resume, given=given, source=source)
         click.echo(f"best epoch {best.get('epoch')}: " + _format(best))
         return
     results = []
     for k in range(folds):
         fold_settings = FitSettings(**{**settings.__dict__, "out": str(out / f"fold_{k}"), "folds": folds, "fold": k})
         resume_fold = resume and (out / f"fold_{k}" / "config.json").exists()
-        results.append(run_fit(fold_settings, resume=resume_fold, given=given))
+        results.append(run_fit(fold_settings, resume=resume_fold, given=given, source=source))
         click.echo(f"fold {k}: best epoch {results[-1].get('epoch')}: " + _format(results[-1]))
     keys = sorted({k for r in results for k in r if k.startswith("val_")})
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}

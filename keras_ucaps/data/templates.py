@@ -99,11 +99,13 @@ def _load(name: str, path: str | None, voxel_size: float) -> Template:
         raise InputError(source, "template map has no positive density")
     # The particle's radius is measured on the map's own grid: measured on a resampled one it moved by a few
     # per cent between the voxel sizes `simulate --randomize` draws, and one folder's tomograms disagreed.
-    radius = _radius(_centred_cube(np.clip(density / density.max(), 0, None)), volume.voxel_size)
+    native = _centred_cube(np.clip(density / density.max(), 0, None))
+    radius = _radius(native, volume.voxel_size)
     if abs(volume.voxel_size - voxel_size) > 1e-3:
         density = ndimage.zoom(density, volume.voxel_size / voxel_size, order=1)
-    density = np.clip(density / density.max(), 0, None)
-    density = _centred_cube(density)
+        density = _centred_cube(np.clip(density / density.max(), 0, None))
+    else:
+        density = native
     density.setflags(write=False)
     return Template(name=name, density=density, voxel_size=voxel_size, radius=round(radius, 1))
 

@@ -335,11 +335,12 @@ def history_train_seconds(path: Path) -> float:
 
 
 def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "auto", strategy=None,
-        given: frozenset[str] = frozenset()) -> dict:
+        given: frozenset[str] = frozenset(), source=None) -> dict:
     """Train (or resume) a run; returns the best epoch's validation metrics.
 
     ``strategy``: a tf.distribute strategy; default :func:`distribution_strategy`. ``given``: the settings the
-    user named explicitly; on resume each must equal the run's own (only ``epochs`` may change).
+    user named explicitly; on resume each must equal the run's own (only ``epochs`` may change). ``source``: the
+    :class:`~keras_ucaps.training.warm_start.Source` of ``settings.init_weights`` when the caller has read it.
     """
     import keras
 
@@ -357,13 +358,13 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         settings = dataclasses.replace(settings, out=str(out / f".worker_{worker['type']}_{worker['index']}"))
         out = Path(settings.out)
     state = None
-    source = None
+    read_already, source = source, None
     if not resume:
         # a damaged or missing store, or a source model that does not fit it, is refused before the run folder
         # is made
         info = read_store_info(settings.data)
         if settings.init_weights:
-            source = start_from(settings.init_weights, info)
+            source = start_from(settings.init_weights, info, read_already)
             settings = settings_from_source(settings, source, given)
     if chief:
         lock_run_folder(out)  # held until this process ends
@@ -384,7 +385,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     keras.mixed_precision.set_global_policy(precision_policy(settings.mixed_precision))
     info = read_store_info(settings.data)
     if resume and state is None and settings.init_weights:  # killed in its first epoch: start from the source again
-        source = start_from(settings.init_weights, info)
+        source = start_from(settings.init_weights, info, read_already)
     train_idx, val_idx = split_indices(info, settings)
     weights = class_weights(info.class_voxels)
     num_classes = info.classes.num_classes

@@ -66,9 +66,10 @@ def read_source(name_or_path: str | os.PathLike) -> Source:
                   normalization=loaded.normalization if has_config else None, voxel_size=loaded.voxel_size)
 
 
-def start_from(name_or_path: str | os.PathLike, info) -> Source:
-    """The source model, checked against the patch store ``info`` (:func:`check_store`)."""
-    source = read_source(name_or_path)
+def start_from(name_or_path: str | os.PathLike, info, source: Source | None = None) -> Source:
+    """The source model (``source`` when the caller has read it already), checked against the patch store
+    ``info`` (:func:`check_store`)."""
+    source = source or read_source(name_or_path)
     check_store(source, info)
     return source
 
@@ -107,23 +108,20 @@ def check_store(source: Source, info) -> None:
                       KerasUcapsWarning, stacklevel=2)
 
 
-def class_dependent_layers(architecture: str, options: dict, num_classes: int) -> set[int]:
-    """Indices (in ``model.layers``) of the layers whose weight shapes follow the number of classes."""
-    from keras_ucaps.models import build_model
-
-    shapes = [[tuple(w.shape) for w in layer.weights]
-              for layer in build_model(architecture, num_classes, **options).layers]
-    more = [[tuple(w.shape) for w in layer.weights]
-            for layer in build_model(architecture, num_classes + 1, **options).layers]
-    return {i for i, (a, b) in enumerate(zip(shapes, more, strict=True)) if a != b}
+def class_dependent_layers(model) -> set[int]:
+    """Indices (in ``model.layers``) of the layers whose weight shapes follow the number of classes: those that
+    differ in the same model built with one class more."""
+    config = model.get_config()
+    more = type(model).from_config({**config, "num_classes": config["num_classes"] + 1})
+    return {i for i, (a, b) in enumerate(zip(model.layers, more.layers, strict=True))
+            if [tuple(w.shape) for w in a.weights] != [tuple(w.shape) for w in b.weights]}
 
 
 def copy_weights(model, source: Source, classes: list[str]) -> list[str]:
     """Copy the source's weights into ``model``, layer by layer; returns the names of the layers started afresh
     (the class head, when ``classes`` are not the source's)."""
     same_classes = source.classes is None or source.classes == list(classes)
-    fresh = set() if same_classes else class_dependent_layers(source.architecture, source.options,
-                                                              len(classes) + 1)
+    fresh = set() if same_classes else class_dependent_layers(model)
     if len(model.layers) != len(source.model.layers):
         raise InputError(source.given, f"has {len(source.model.layers)} layers, the run's model "
                                        f"{len(model.layers)}: not the same architecture")
