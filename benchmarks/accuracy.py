@@ -45,7 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict_speed import cli, timed, working_folder  # noqa: E402
 
-from keras_ucaps.cli.pick import run_thresholds  # noqa: E402
+from keras_ucaps.picking.thresholds import run_thresholds  # noqa: E402
 from keras_ucaps.pretrained import model_path  # noqa: E402
 
 DEEPFINDER = r"""

@@ -58,6 +58,26 @@ def test_a_fine_tuned_run_starts_from_its_source_and_takes_its_architecture(tmp_
     assert other.returncode == 2 and "--init-weights" in other.stderr and "only --epochs" in other.stderr
     again = run_cli("fit", "--data", store, "--out", tmp_path / "ft", "--resume", "--epochs", "2")
     assert again.returncode == 0, again.stderr[-3000:]
+    assert not (tmp_path / "ft" / "thresholds.json").exists()  # the source has none to pass on
+
+
+def test_a_fine_tuned_run_picks_as_its_source_did_until_it_is_tuned(tmp_path, store, source_run):
+    # How its maps split into particles (fit radius, density weight) and, for the same classes, its thresholds go
+    # with the weights into the run's thresholds.json, which `pick --model RUN` reads
+    import shutil
+
+    from keras_ucaps.picking.thresholds import read_thresholds
+
+    source = tmp_path / "source"
+    shutil.copytree(source_run, source, ignore=shutil.ignore_patterns("checkpoint", "logs"))
+    tuned = {"tolerance": 0.5, "thresholds": {"big": 0.6, "small": 0.7}, "fit_radius": 0.8, "density_weight": 0.5}
+    (source / "thresholds.json").write_text(json.dumps(tuned))
+    result = run_cli("fit", "--data", store, "--out", tmp_path / "ft", "--init-weights", source, *STILL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = read_thresholds(tmp_path / "ft" / "thresholds.json")
+    assert written == {**tuned, "from": str(source)}
+    assert f"picks as {source} did (fit radius 0.8, density weight 0.5, its thresholds)" in result.stdout
+    assert f"until tuned: keras-ucaps evaluate TRUTH PICKS --model {tmp_path / 'ft'}" in result.stdout
 
 
 def test_a_store_of_other_classes_starts_the_class_head_afresh(tmp_path, store, source_run):
@@ -91,6 +111,12 @@ def test_a_bundled_model_fine_tunes_on_a_store_of_its_own_classes(tmp_path, stor
     tuned = layer_weights(tmp_path / "ft" / "weights_last.keras")
     assert max_change(bundled, tuned, [n for n in bundled if n != "logits"]) < 1e-6
     assert tuned["logits"][0].shape[-1] == 3 and bundled["logits"][0].shape[-1] == 4
+    # another model's thresholds mean nothing for a new class head: only how the maps split goes with it
+    written = json.loads((tmp_path / "ft" / "thresholds.json").read_text())
+    assert written == {"tolerance": 0.5, "thresholds": {}, "fit_radius": 0.6667, "density_weight": 0.0,
+                       "from": "shrec-unet"}
+    assert "picks as shrec-unet did (fit radius 0.6667, density weight 0, no thresholds: a new class head)" \
+        in result.stdout
 
 
 def test_the_class_head_of_ucaps_is_found_on_the_model():

@@ -38,14 +38,12 @@ for model in "${models[@]}"; do
   if [ -d "$model" ]; then bundled=$model; m=$(basename "$model"); else bundled=$root/keras_ucaps/resources/models/$model; m=$model; fi
   [ -f "$work/maps_$m/tune98_labels.mrc" ] || "${ku[@]}" predict "$model" "${tomos[@]}" \
       --out "$work/maps_$m" > /dev/null 2>&1 || { echo "predict $m failed" >&2; exit 1; }
-  # The model's own fit radius and density weight; a run without thresholds.json takes those of the bundled
-  # model it was fine-tuned from (fit --init-weights), else 1 and 0.
+  # The model's own fit radius and density weight (a fine-tuned run has its source's in its thresholds.json,
+  # written by fit --init-weights), else 1 and 0.
   read -r fit density < <("$python" -c "import json, sys; from pathlib import Path
-run, path = Path(sys.argv[1]), Path(sys.argv[1]) / 'thresholds.json'
-if not path.is_file():
-    path = Path(sys.argv[2]) / (json.loads((run / 'config.json').read_text())['fit'].get('init_weights') or '-') / path.name
+path = Path(sys.argv[1]) / 'thresholds.json'
 t = json.loads(path.read_text()) if path.is_file() else {}
-print(t.get('fit_radius', 1), t.get('density_weight', 0))" "$bundled" "$root/keras_ucaps/resources/models")
+print(t.get('fit_radius', 1), t.get('density_weight', 0))" "$bundled")
   labels=(); for s in "${seeds[@]}"; do labels+=("$work/maps_$m/tune${s}_labels.mrc"); done
   "${ku[@]}" pick "${labels[@]}" "${tomogram_options[@]}" --fit-radius "$fit" --density-weight "$density" \
       --out "$work/picks_$m.csv" > /dev/null

@@ -139,7 +139,7 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
         payload = {"tolerance": tolerance, "thresholds": thresholds}
         existing = Path(model_dir) / "thresholds.json"
         if existing.is_file() and (fit_radius is None or density_weight is None):
-            from keras_ucaps.cli.pick import read_thresholds
+            from keras_ucaps.picking.thresholds import read_thresholds
 
             before = read_thresholds(existing)
             fit_radius = before.get("fit_radius") if fit_radius is None else fit_radius

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from keras_ucaps.cli.common import copick_options, reports_input_errors, table_format_choice
+from keras_ucaps.picking.thresholds import read_thresholds, run_thresholds
 
 
 @click.command()
@@ -176,34 +177,6 @@ def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out,
             predict_tomogram(loaded, volumes[name], scratch, name=name, tta=tta)
         return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
                           min_sizes, suppress, run_thresholds(model), fit_radius, density_weight, volumes)
-
-
-def run_thresholds(run: Path | None) -> Path | None:
-    """A run folder's thresholds.json, when it has one."""
-    path = run / "thresholds.json" if run is not None else None
-    return path if path is not None and path.is_file() else None
-
-
-def read_thresholds(path: Path) -> dict:
-    """A thresholds.json, checked: per-class thresholds, and the fit radius its picks were made with (if any)."""
-    import numpy as np
-
-    from keras_ucaps.errors import InputError
-    from keras_ucaps.io.jsonfile import read_json
-
-    payload = read_json(path)
-    if not isinstance(payload, dict) or not isinstance(payload.get("thresholds"), dict):
-        raise InputError(path, "not a thresholds file (no 'thresholds' mapping)")
-    for name, value in payload["thresholds"].items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-            raise InputError(path, f"threshold of class {name} is {value!r}, not a number")
-    fit = payload.get("fit_radius", 1.0)
-    if isinstance(fit, bool) or not isinstance(fit, int | float) or not 0.2 <= fit <= 1.5:
-        raise InputError(path, f"fit_radius is {fit!r}, not a fraction of the class radius from 0.2 to 1.5")
-    weight = payload.get("density_weight", 0.0)
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float("inf"):
-        raise InputError(path, f"density_weight is {weight!r}, not a number of at least 0")
-    return payload
 
 
 def apply_thresholds(table, path: Path):

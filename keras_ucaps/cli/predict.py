@@ -85,7 +85,8 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
             raise InputError("--server", str(err)) from None
         click.echo(f"{tomogram or name}: wrote " + ", ".join(str(p) for p in files.values()))
     if pick_out is not None:
-        from keras_ucaps.cli.pick import pick, run_thresholds
+        from keras_ucaps.cli.pick import pick
+        from keras_ucaps.picking.thresholds import run_thresholds
 
         run = arguments[0] if server is None and arguments[0].is_dir() else None
         thresholds = run_thresholds(run)

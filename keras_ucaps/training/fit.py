@@ -349,7 +349,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     from keras_ucaps.training.callbacks import HistoryLogger, RunCheckpoint, StepTimer, schedule_callbacks
     from keras_ucaps.training.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss, class_weights
     from keras_ucaps.training.metrics import ClassDice
-    from keras_ucaps.training.warm_start import copy_weights, settings_from_source, start_from
+    from keras_ucaps.training.warm_start import copy_weights, picking_from_source, settings_from_source, start_from
 
     out = Path(settings.out)
     chief = is_chief()
@@ -433,6 +433,14 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         shutil.rmtree(out / "logs", ignore_errors=True)
         (out / "history.csv").unlink(missing_ok=True)
         write_json(out / "config.json", config)
+        picking = picking_from_source(source, info.classes.names) if source is not None else None
+        if picking is not None:
+            write_json(out / "thresholds.json", picking)
+            if verbose:
+                print(f"picks as {source.given} did (fit radius {picking.get('fit_radius', 1.0):g}, density weight "
+                      f"{picking.get('density_weight', 0.0):g}, "
+                      + ("its thresholds" if picking["thresholds"] else "no thresholds: a new class head")
+                      + f") until tuned: keras-ucaps evaluate TRUTH PICKS --model {out}", flush=True)
     else:
         RunCheckpoint.restore(out, model)
         trim_history(out / "history.csv", state["epoch"])

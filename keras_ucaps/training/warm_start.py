@@ -8,6 +8,11 @@ shapes follow the number of classes (the class head: the UNet's last 1³ convolu
 what reads them) start afresh. Which layers those are is measured on the model, by building it once more with
 one class more, not listed by architecture.
 
+The source's picking settings (its ``thresholds.json``: the fit radius and density weight its merged blobs are
+split with and, for the same classes, its thresholds) go into the run's ``thresholds.json`` with ``from`` naming
+the source, so that ``pick --model RUN`` picks as the source did until ``evaluate --model RUN`` tunes them for
+the run.
+
 A store normalised otherwise than the source's training patches is refused: its weights would see inputs on
 another scale. A store at another voxel size is allowed, with a warning (the weights learned particle sizes in
 voxels of the source's size).
@@ -39,6 +44,7 @@ class Source:
     classes: list[str] | None  # particle class names in label order (None: no config.json beside the weights)
     normalization: str | None
     voxel_size: float | None
+    picking: dict | None = None  # its thresholds.json, if any
 
 
 def recorded_name(name_or_path: str | os.PathLike) -> str:
@@ -60,10 +66,15 @@ def read_source(name_or_path: str | os.PathLike) -> Source:
         raise InputError(name_or_path, f"a {type(model).__name__}: fit starts from a UCaps3D or UNet3D only")
     config = model.get_config()
     options = {k: v for k, v in config.items() if k not in NOT_OPTIONS}
-    has_config = (path / "config.json" if path.is_dir() else path.parent / "config.json").is_file()
+    from keras_ucaps.picking.thresholds import read_thresholds, run_thresholds
+
+    folder = path if path.is_dir() else path.parent
+    has_config = (folder / "config.json").is_file()
+    thresholds = run_thresholds(folder) if has_config else None
     return Source(given=recorded_name(name_or_path), architecture=architecture, options=options, model=model,
                   classes=loaded.classes.names if has_config else None,
-                  normalization=loaded.normalization if has_config else None, voxel_size=loaded.voxel_size)
+                  normalization=loaded.normalization if has_config else None, voxel_size=loaded.voxel_size,
+                  picking=read_thresholds(thresholds) if thresholds is not None else None)
 
 
 def start_from(name_or_path: str | os.PathLike, info, source: Source | None = None) -> Source:
@@ -106,6 +117,17 @@ def check_store(source: Source, info) -> None:
         warnings.warn(f"{info.path}: patches at {info.voxel_size:g} Å per voxel, --init-weights {source.given} "
                       f"was trained at {source.voxel_size:g} Å: its particle sizes in voxels differ",
                       KerasUcapsWarning, stacklevel=2)
+
+
+def picking_from_source(source: Source, classes: list[str]) -> dict | None:
+    """The run's thresholds.json until it is tuned: the source's fit radius and density weight, its thresholds
+    when ``classes`` are its own (else none: a new class head scores on another scale), and ``from``; None when
+    the source has no thresholds.json."""
+    if source.picking is None:
+        return None
+    same_classes = source.classes is None or source.classes == list(classes)
+    picking = {k: v for k, v in source.picking.items() if k != "from"}
+    return {**picking, "thresholds": dict(picking["thresholds"]) if same_classes else {}, "from": source.given}
 
 
 def class_dependent_layers(model) -> set[int]:

@@ -1,0 +1,36 @@
+"""A model's picking settings, ``thresholds.json`` in its run folder: per-class score thresholds (written by
+``keras-ucaps evaluate --model``), the fit radius and density weight its merged blobs are split with
+(:mod:`keras_ucaps.picking.cluster`), and, for a fine-tuned run not tuned yet, ``from``: the model they were
+tuned for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run_thresholds(run: Path | None) -> Path | None:
+    """A run folder's thresholds.json, when it has one."""
+    path = Path(run) / "thresholds.json" if run is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def read_thresholds(path: Path) -> dict:
+    """A thresholds.json, checked: per-class thresholds, and the fit radius its picks were made with (if any)."""
+    import numpy as np
+
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.io.jsonfile import read_json
+
+    payload = read_json(path)
+    if not isinstance(payload, dict) or not isinstance(payload.get("thresholds"), dict):
+        raise InputError(path, "not a thresholds file (no 'thresholds' mapping)")
+    for name, value in payload["thresholds"].items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            raise InputError(path, f"threshold of class {name} is {value!r}, not a number")
+    fit = payload.get("fit_radius", 1.0)
+    if isinstance(fit, bool) or not isinstance(fit, int | float) or not 0.2 <= fit <= 1.5:
+        raise InputError(path, f"fit_radius is {fit!r}, not a fraction of the class radius from 0.2 to 1.5")
+    weight = payload.get("density_weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float("inf"):
+        raise InputError(path, f"density_weight is {weight!r}, not a number of at least 0")
+    return payload
