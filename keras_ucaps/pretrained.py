@@ -23,9 +23,9 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "negatives (held-out macro F1 0.81 over four tomograms, 0.81 in the other simulation mode)",
     ),
     "shrec-ucaps": (
-        "84c76315f90981eb6e4be6d7ca8360c690e9d22df9bdc0709cf48e2173f4df4a",
+        "655c69896c6df0cec39f2eff846250f319960fcc13052f9be8f35371d5717bb8",
         "3D-UCaps, 4v94 / 1bxn / 3gl1 at 10 Å, trained on domain-randomised 'shrec' simulations on a GPU, "
-        "fine-tuned with negatives on a CPU (held-out macro F1 0.79 over four tomograms)",
+        "fine-tuned with negatives on a CPU (held-out macro F1 0.80 over four tomograms)",
     ),
     "invitro-unet": (
         "662a425b50a8acf63e23671e84d5d938c48a986501578d51de681f91e515c51c",
