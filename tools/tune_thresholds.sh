@@ -40,9 +40,10 @@ for model in "${models[@]}"; do
       --out "$work/maps_$m" > /dev/null 2>&1 || { echo "predict $m failed" >&2; exit 1; }
   # The model's own fit radius and density weight (a fine-tuned run has its source's in its thresholds.json,
   # written by fit --init-weights), else 1 and 0.
-  read -r fit density < <("$python" -c "import json, sys; from pathlib import Path
-path = Path(sys.argv[1]) / 'thresholds.json'
-t = json.loads(path.read_text()) if path.is_file() else {}
+  read -r fit density < <("$python" -c "import sys
+from keras_ucaps.picking.thresholds import read_thresholds, run_thresholds
+path = run_thresholds(sys.argv[1])
+t = read_thresholds(path) if path is not None else {}
 print(t.get('fit_radius', 1), t.get('density_weight', 0))" "$bundled")
   labels=(); for s in "${seeds[@]}"; do labels+=("$work/maps_$m/tune${s}_labels.mrc"); done
   "${ku[@]}" pick "${labels[@]}" "${tomogram_options[@]}" --fit-radius "$fit" --density-weight "$density" \

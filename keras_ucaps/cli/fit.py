@@ -72,8 +72,8 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
         from keras_ucaps.training.warm_start import read_source, recorded_name
 
         init_weights = recorded_name(init_weights)
+        source = read_source(init_weights)
         if context.get_parameter_source("architecture") != click.core.ParameterSource.COMMANDLINE:
-            source = read_source(init_weights)
             architecture = source.architecture  # the options below are checked against it
     ucaps_options = {"levels": int(levels) if levels else None,
                      "encoder_kernel_size": int(encoder_kernel_size) if encoder_kernel_size else None,

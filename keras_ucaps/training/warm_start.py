@@ -46,6 +46,11 @@ class Source:
     voxel_size: float | None
     picking: dict | None = None  # its thresholds.json, if any
 
+    def has_classes(self, classes: list[str]) -> bool:
+        """Whether ``classes`` (names in label order) are the source's; a source of unknown classes (no
+        config.json) is taken to have them."""
+        return self.classes is None or self.classes == list(classes)
+
 
 def recorded_name(name_or_path: str | os.PathLike) -> str:
     """How a run records its source: an existing path made absolute, else the bundled model's name."""
@@ -125,9 +130,8 @@ def picking_from_source(source: Source, classes: list[str]) -> dict | None:
     the source has no thresholds.json."""
     if source.picking is None:
         return None
-    same_classes = source.classes is None or source.classes == list(classes)
-    picking = {k: v for k, v in source.picking.items() if k != "from"}
-    return {**picking, "thresholds": dict(picking["thresholds"]) if same_classes else {}, "from": source.given}
+    thresholds = dict(source.picking["thresholds"]) if source.has_classes(classes) else {}
+    return {**source.picking, "thresholds": thresholds, "from": source.given}
 
 
 def class_dependent_layers(model) -> set[int]:
@@ -142,8 +146,7 @@ def class_dependent_layers(model) -> set[int]:
 def copy_weights(model, source: Source, classes: list[str]) -> list[str]:
     """Copy the source's weights into ``model``, layer by layer; returns the names of the layers started afresh
     (the class head, when ``classes`` are not the source's)."""
-    same_classes = source.classes is None or source.classes == list(classes)
-    fresh = set() if same_classes else class_dependent_layers(model)
+    fresh = set() if source.has_classes(classes) else class_dependent_layers(model)
     if len(model.layers) != len(source.model.layers):
         raise InputError(source.given, f"has {len(source.model.layers)} layers, the run's model "
                                        f"{len(model.layers)}: not the same architecture")
