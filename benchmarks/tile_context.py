@@ -23,9 +23,10 @@ from pathlib import Path
 ONE_LAYOUT = r"""
 import dataclasses, sys, time
 from keras_ucaps import pretrained
-from keras_ucaps.inference.predict import load_model, predict_tomogram
+from keras_ucaps.inference.predict import predict_tomogram
+from keras_ucaps.models.loading import load_trained
 name, tomo, out, side, mode = sys.argv[1:6]
-loaded = load_model(pretrained.pretrained_run(name))
+loaded = load_trained(pretrained.pretrained_run(name))
 if mode == "blend":  # the layout before the tile contract
     loaded = dataclasses.replace(loaded, contract=dataclasses.replace(loaded.contract, whole_input=False, tile=None))
 start = time.perf_counter()

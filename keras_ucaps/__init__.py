@@ -1,5 +1,11 @@
 """keras-ucaps: find and classify macromolecules in cryo-electron tomograms.
 
+>>> import keras_ucaps
+>>> picks = keras_ucaps.load("shrec-unet").pick("tomo.mrc")  # doctest: +SKIP
+
+``load`` returns a :class:`~keras_ucaps.picker.Picker`; ``UNet3D.from_preset`` and ``UCaps3D.from_preset``
+give the bare Keras models of the bundled presets.
+
 Importing this package is cheap: it does not import TensorFlow or Keras. Its
 Keras layers and models register themselves with Keras (so that
 ``keras.saving.load_model`` can rebuild them) as soon as Keras is imported,
@@ -19,6 +25,8 @@ __version__ = "0.1.0"
 _KERAS_MODULES = ("keras_ucaps.layers", "keras_ucaps.models", "keras_ucaps.training.losses",
                   "keras_ucaps.training.metrics")
 _LAZY = {"layers", "models", "io", "data", "classes"}
+_API = {"load": "keras_ucaps.picker", "Picker": "keras_ucaps.picker", "ProbabilityMaps": "keras_ucaps.picker",
+        "UNet3D": "keras_ucaps.models", "UCaps3D": "keras_ucaps.models"}
 
 
 def register_keras_objects() -> None:
@@ -55,6 +63,8 @@ class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
 def __getattr__(name):
     if name in _LAZY:
         return importlib.import_module(f"keras_ucaps.{name}")
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'keras_ucaps' has no attribute {name!r}")
 
 

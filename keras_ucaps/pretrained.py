@@ -1,9 +1,10 @@
 """Pretrained models shipped with the package, registered by name with a checksum.
 
 Each lives in ``keras_ucaps/resources/models/NAME/`` as a run folder:
-``weights_best.keras`` (no optimizer state), ``config.json``, ``thresholds.json``
-and ``MODEL_CARD.md`` (training data, simulation settings, voxel size, held-out
-F1, training time and hardware). The weights' SHA-256 is checked before use.
+``weights_best.keras`` (no optimizer state; it carries its classes, voxel size,
+normalisation and picking settings, :mod:`keras_ucaps.models.metadata`), the run's
+record ``config.json`` and ``thresholds.json``, and ``MODEL_CARD.md`` (training data,
+simulation settings, voxel size, held-out F1, training time and hardware). The weights' SHA-256 is checked before use.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ from keras_ucaps.errors import InputError
 # name -> (SHA-256 of weights_best.keras, one-line description)
 REGISTRY: dict[str, tuple[str, str]] = {
     "shrec-unet": (
-        "19f257aada8ae177853d29e9a495aad67c33a5aa0c367988c859dc50dfc3b688",
+        "09c378fd3f375370b8c5fd14b02688ed6a7ef149d6c56fe8465ced8cbe764cfe",
         "3D-UNet, 4v94 / 1bxn / 3gl1 at 10 Å, trained on domain-randomised 'shrec' simulations, fine-tuned with "
         "negatives (held-out macro F1 0.81 over four tomograms, 0.81 in the other simulation mode)",
     ),
     "shrec-ucaps": (
-        "655c69896c6df0cec39f2eff846250f319960fcc13052f9be8f35371d5717bb8",
+        "97363656563ffd15b0275236eb168d4e33c322c2bfa58bb606cd684c3770b2eb",
         "3D-UCaps, 4v94 / 1bxn / 3gl1 at 10 Å, trained on domain-randomised 'shrec' simulations on a GPU, "
         "fine-tuned with negatives on a CPU (held-out macro F1 0.80 over four tomograms)",
     ),
     "invitro-unet": (
-        "662a425b50a8acf63e23671e84d5d938c48a986501578d51de681f91e515c51c",
+        "bd1a66c82371c3a82c6f9af84be2a863a55705d58b8e636cbfeb55645eb395df",
         "3D-UNet, proteasome 3j9i / ribosome 4v4r at 10 Å, trained on domain-randomised 'invitro' "
         "simulations (held-out macro F1 0.98)",
     ),

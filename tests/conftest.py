@@ -38,6 +38,15 @@ def table() -> ParticleTable:
     )
 
 
+def metadata(names=("class_1", "class_2"), voxel_size: float = VOXEL_SIZE, patch_size: int = 32,
+             normalization: str = "robust"):
+    """What a trained model carries (:class:`keras_ucaps.models.metadata.ModelMetadata`), for untrained test
+    models: classes ``names`` of radius 30 Å."""
+    from keras_ucaps.models.metadata import ModelMetadata
+
+    return ModelMetadata(ClassRegistry.from_radii({n: 30.0 for n in names}), voxel_size, normalization, patch_size)
+
+
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     """Run ``keras-ucaps ARGS`` in a fresh interpreter, as a user would."""
     return subprocess.run(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import metadata, run_cli
 
 from keras_ucaps.models import UNet3D
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    model = UNet3D(3, filters=(4, 6, 8), bottom_convs=1, name="tiny")
+    model = UNet3D(3, filters=(4, 6, 8), bottom_convs=1, name="tiny", metadata=metadata())
     model.save(root / "m.keras")
     result = run_cli("export", root / "m.keras", "--name", "tiny", "--base", root / "saved_models", "--tile", "16")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -89,7 +89,9 @@ def test_a_model_saved_under_jax_exports_under_tensorflow(tmp_path):
 
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     script = ("from keras_ucaps.models import UNet3D; import keras; assert keras.backend.backend() == 'jax'; "
-              f"UNet3D(2, filters=(4, 8), bottom_convs=1).save({str(tmp_path / 'jax.keras')!r})")
+              "m = {'classes': {'classes': [{'name': 'a', 'label': 1, 'radius': 30.0}]}, 'voxel_size': 10.0, "
+              "'normalization': 'robust', 'patch_size': 32}; "
+              f"UNet3D(2, filters=(4, 8), bottom_convs=1, metadata=m).save({str(tmp_path / 'jax.keras')!r})")
     assert subprocess.run([sys.executable, "-c", script], env=env, capture_output=True).returncode == 0
     result = subprocess.run([sys.executable, "-m", "keras_ucaps", "export", str(tmp_path / "jax.keras"), "--name", "j",
                              "--base", str(tmp_path / "sm"), "--tile", "16"], env=env, capture_output=True, text=True)

@@ -156,7 +156,7 @@ def test_a_registry_label_beyond_int8(tmp_path):
 
 
 def test_thresholds_that_are_not_numbers(tmp_path):
-    from keras_ucaps.cli.pick import apply_thresholds
+    from keras_ucaps.picking.thresholds import apply_thresholds
 
     (tmp_path / "t.json").write_text('{"thresholds": {"a": "high"}}')
     table = ParticleTable.from_columns([[1, 2, 3]], "a", "t", score=[0.5])
@@ -253,18 +253,18 @@ def _tiny_run(tmp_path, classes=("a", "b")):
 
 def test_a_run_whose_config_names_other_classes(tmp_path):
     from keras_ucaps.classes import ClassRegistry
-    from keras_ucaps.inference.predict import load_model
+    from keras_ucaps.models.loading import load_trained
 
     run, _ = _tiny_run(tmp_path)
     config = json.loads((run / "config.json").read_text())
     config["classes"] = ClassRegistry.from_radii({"a": 30.0, "b": 30.0, "c": 30.0}).to_dict()
     (run / "config.json").write_text(json.dumps(config))
     with pytest.raises(InputError, match="predicts 2"):
-        load_model(run)
+        load_trained(run)
     data = (run / "weights_best.keras").read_bytes()
     (run / "weights_best.keras").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="truncated"):
-        load_model(run)
+        load_trained(run)
 
 
 def test_predict_voxel_size_must_agree_with_the_header(tmp_path):
@@ -373,7 +373,9 @@ def test_a_failed_prediction_keeps_the_old_maps_and_leaves_no_scratch(tmp_path, 
     run, _ = _tiny_run(tmp_path)
     _mrc(tmp_path / "tomo.mrc", np.random.default_rng(0).normal(size=(32, 32, 32)).astype(np.float32))
     out = tmp_path / "maps"
-    loaded = module.load_model(run)
+    from keras_ucaps.models.loading import load_trained
+
+    loaded = load_trained(run)
     module.predict_tomogram(loaded, tmp_path / "tomo.mrc", out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 

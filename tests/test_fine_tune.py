@@ -151,15 +151,24 @@ def test_a_source_that_does_not_fit_is_refused_before_any_file(tmp_path, store, 
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "ft").exists()
 
 
-def test_a_bare_keras_file_is_taken_to_have_the_stores_classes_with_a_warning(tmp_path, store, source_run):
+def test_a_keras_file_alone_carries_its_classes_and_one_without_them_is_refused(tmp_path, store, source_run):
+    """A .keras file away from its run folder fine-tunes with the classes it carries (before: they were taken
+    to be the store's, with a warning); one that carries none is refused before any file is written."""
     import shutil
+
+    from keras_ucaps.models import UNet3D
 
     bare = tmp_path / "bare" / "model.keras"
     bare.parent.mkdir()
     shutil.copy(source_run / "weights_best.keras", bare)
     result = run_cli("fit", "--data", store, "--out", tmp_path / "ft", "--init-weights", bare, *STILL)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "no config.json beside it: its classes are taken to be the store's (big, small)" in result.stderr
+    assert "taken to be" not in result.stderr
     tuned = layer_weights(tmp_path / "ft" / "weights_last.keras")
     source = layer_weights(bare)
     assert max_change(source, tuned, source) < 1e-6
+    UNet3D(3, filters=(4, 6, 8), bottom_convs=1).save(tmp_path / "old.keras")
+    result = run_cli("fit", "--data", store, "--out", tmp_path / "ft2", "--init-weights", tmp_path / "old.keras",
+                     *STILL)
+    assert result.returncode == 2 and "old.keras: carries no classes" in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "ft2").exists()

@@ -29,9 +29,9 @@ def test_fit_writes_a_complete_run_folder(tmp_path, store):
     assert config["architecture"] == "unet" and config["voxel_size"] == VOXEL_SIZE and config["patch_size"] == 32
     assert [c["name"] for c in config["classes"]["classes"]] == ["big", "small"]
     assert len(config["class_weights"]) == 3 and config["normalization"] == "robust"  # the store's method
-    from keras_ucaps.inference.predict import load_model
+    from keras_ucaps.models.loading import load_trained
 
-    assert load_model(run).normalization == "robust"  # and prediction normalises the same way
+    assert load_trained(run).normalization == "robust"  # and prediction normalises the same way
     header = (run / "history.csv").read_text().splitlines()[0]
     assert "val_dice_big" in header and "val_dice_small" in header and "val_loss" in header
     model = keras.saving.load_model(run / "weights_best.keras")
@@ -314,3 +314,17 @@ def test_a_run_carried_through_the_repository_resumes_where_it_stopped(tmp_path,
     # the optimizer continued: Adam's step counter carried on from the first epoch's steps
     saved = np.load(run / "checkpoint" / "optimizer.npz")
     assert int(saved["arr_0"]) == 4
+
+
+def test_save_every_keeps_every_nth_epochs_model_as_a_folder_models_are_taken_from(tmp_path, one_epoch_run):
+    """`fit --save-every N` keeps epochs N, 2N, … (what tools/snapshot_epochs.sh did beside a run): each folder
+    is a model that `keras_ucaps.load` and `--model` take; a resumed run may change N."""
+    import keras_ucaps
+
+    run = _copy(one_epoch_run, tmp_path)
+    result = run_cli("fit", "--data", json.loads((run / "config.json").read_text())["fit"]["data"], "--out", run,
+                     "--resume", "--epochs", "3", "--save-every", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (run / "epochs").iterdir()) == ["02"]
+    kept = keras_ucaps.load(run / "epochs" / "02")
+    assert kept.classes.names == ["big", "small"] and kept.voxel_size == 10.0

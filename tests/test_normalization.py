@@ -103,9 +103,10 @@ def test_predict_normalises_as_the_run_says_and_refuses_an_unknown_method(tmp_pa
     import json
 
     from keras_ucaps.classes import ClassRegistry
-    from keras_ucaps.inference.predict import load_model, normalised_view, predict_tomogram, predict_volume
+    from keras_ucaps.inference.predict import normalised_view, predict_tomogram, predict_volume
     from keras_ucaps.io import read_volume
     from keras_ucaps.models import build_model
+    from keras_ucaps.models.loading import load_trained
 
     dirty, _ = corrupted(clean_tomogram())
     dirty = dirty[:32, :48, :64].copy()
@@ -117,7 +118,7 @@ def test_predict_normalises_as_the_run_says_and_refuses_an_unknown_method(tmp_pa
     maps = {}
     for method in (ROBUST, None):
         (run / "config.json").write_text(json.dumps({**config, **({"normalization": method} if method else {})}))
-        loaded = load_model(run)
+        loaded = load_trained(run)
         files = predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / str(method), tile=32)
         maps[method] = read_volume(files["a"]).data.astype(np.float32)
         expected = predict_volume(loaded.model, normalised_view(dirty, measure(dirty, method or ZSCORE)), 2,

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import metadata, run_cli
 
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.data.targets import sphere_targets
@@ -131,7 +131,7 @@ def test_confusion_shrec_thresholds_voxel_ap_and_report(tmp_path):
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
     # pick --thresholds drops the picks scoring below their class's threshold.
-    from keras_ucaps.cli.pick import apply_thresholds
+    from keras_ucaps.picking.thresholds import apply_thresholds
 
     kept = apply_thresholds(predicted, tmp_path / "run" / "thresholds.json")
     assert len(kept) == 3 and kept.score.min() >= 0.7
@@ -159,7 +159,7 @@ def test_tuned_thresholds_keep_their_f1_when_another_tomograms_scores_are_lower(
     assert result.returncode == 0, result.stderr
     assert re.search(r"best score threshold per class: small 0\.(89\d|900) \(F1 1\.000\)", result.stdout)
 
-    from keras_ucaps.cli.pick import apply_thresholds
+    from keras_ucaps.picking.thresholds import apply_thresholds
 
     kept = apply_thresholds(picks(0.03), tmp_path / "run" / "thresholds.json")
     assert evaluate_tables(truth, kept, classes, 10.0)["classes"]["small"]["f1"] >= 0.9
@@ -178,7 +178,7 @@ def test_a_class_without_false_picks_in_tuning_gets_no_threshold_that_drops_lowe
                      "--classes", tmp_path / "classes.json", "--model", tmp_path / "run")
     assert result.returncode == 0, result.stderr
 
-    from keras_ucaps.cli.pick import apply_thresholds
+    from keras_ucaps.picking.thresholds import apply_thresholds
 
     kept = apply_thresholds(truth.replace(score=np.linspace(0.70, 0.80, 10)), tmp_path / "run" / "thresholds.json")
     assert len(kept) == 10
@@ -261,7 +261,7 @@ def test_crowded_large_particles_with_flat_probability_get_one_pick_at_each_cent
 def test_pick_predicts_tomograms_with_a_model_first(tmp_path):
     from keras_ucaps.models import UNet3D
 
-    UNet3D(3, filters=(4, 8), bottom_convs=1).save(tmp_path / "m.keras")
+    UNet3D(3, filters=(4, 8), bottom_convs=1, metadata=metadata()).save(tmp_path / "m.keras")
     tomo = write_volume(tmp_path / "t.mrc", np.random.default_rng(2).normal(size=(16, 24, 24)), 10.0)
     result = run_cli("pick", tomo, "--model", tmp_path / "m.keras", "--out", tmp_path / "picks.csv", "--maps",
                      tmp_path / "maps")

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import metadata, run_cli
 
 from keras_ucaps.inference.predict import predict_volume
 from keras_ucaps.inference.tiling import axis_layout, tile_starts, tiles
@@ -53,7 +53,7 @@ def test_tiled_prediction_equals_one_pass_prediction():
 
 
 def test_predict_cli_writes_maps_on_the_input_grid(tmp_path):
-    model = UNet3D(3, filters=(4, 6, 8), bottom_convs=1)
+    model = UNet3D(3, filters=(4, 6, 8), bottom_convs=1, metadata=metadata(voxel_size=9.5))
     model.save(tmp_path / "m.keras")
     tomo = write_volume(tmp_path / "t.mrc", np.random.default_rng(1).normal(size=(24, 40, 48)), 9.5,
                         origin=(1.0, 2.0, 3.0))
@@ -81,12 +81,12 @@ def test_tta_averages_the_eight_flips(tmp_path):
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.inference.predict import (
         TTA_FLIPS,
-        load_model,
         normalised_view,
         predict_tomogram,
         predict_volume,
     )
     from keras_ucaps.models import build_model
+    from keras_ucaps.models.loading import load_trained
 
     run = tmp_path / "run"
     run.mkdir()
@@ -95,7 +95,7 @@ def test_tta_averages_the_eight_flips(tmp_path):
                                                  "voxel_size": 10.0, "patch_size": 32}))
     data = np.random.default_rng(0).normal(size=(24, 32, 40)).astype(np.float32)
     write_volume(tmp_path / "t.mrc", data, 10.0)
-    loaded = load_model(run)
+    loaded = load_trained(run)
     files = predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / "out", tta=True, tile=32)
     from keras_ucaps.data.normalization import ZSCORE, Normalization
 
@@ -124,6 +124,7 @@ def test_maps_written_a_few_planes_at_a_time_equal_maps_written_in_one_piece(tmp
     from keras_ucaps.inference import predict, resample
     from keras_ucaps.io.diskarray import slabs
     from keras_ucaps.models import build_model
+    from keras_ucaps.models.loading import load_trained
 
     run = tmp_path / "run"
     run.mkdir()
@@ -132,7 +133,7 @@ def test_maps_written_a_few_planes_at_a_time_equal_maps_written_in_one_piece(tmp
                                                  .to_dict(), "voxel_size": 10.0, "patch_size": 32}))
     data = np.random.default_rng(4).normal(size=(26, 36, 44)).astype(np.float32)
     write_volume(tmp_path / "t.mrc", data, 8.0, origin=(5.0, 6.0, 7.0))  # predicted on a 10 Å grid
-    loaded = predict.load_model(run)
+    loaded = load_trained(run)
     with pytest.warns(UserWarning, match="resampling"):
         whole = predict.predict_tomogram(loaded, tmp_path / "t.mrc", tmp_path / "whole", tta=True, tile=32)
     thin = functools.partial(slabs, budget=20000)  # a few planes per slab

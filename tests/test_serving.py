@@ -17,7 +17,7 @@ import urllib.request
 import keras
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import metadata, run_cli
 
 from keras_ucaps.io import read_volume, write_volume
 from keras_ucaps.models import UNet3D
@@ -64,7 +64,7 @@ def _old_export(folder):
 def served(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     keras.utils.set_random_seed(0)  # the untrained model's maps, hence how many voxels are near-ties, fixed
-    UNet3D(3, filters=(4, 8), bottom_convs=1).save(root / "m.keras")
+    UNet3D(3, filters=(4, 8), bottom_convs=1, metadata=metadata()).save(root / "m.keras")
     result = run_cli("export", root / "m.keras", "--name", "tiny", "--base", root / "saved_models", "--tile", "32")
     assert result.returncode == 0, result.stderr[-2000:]
     (root / "batching.config").write_text(TEST_BATCHING)

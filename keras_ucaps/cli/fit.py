@@ -53,12 +53,15 @@ from keras_ucaps.cli.common import reports_input_errors
               help="Fine-tune: start from a trained model's weights: a bundled model (shrec-unet, shrec-ucaps, "
                    "invitro-unet), a run folder or a .keras file. The run takes its architecture and options; "
                    "its class head starts afresh where the store's classes are not the model's.")
+@click.option("--save-every", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Also keep the model of every N-th epoch, in OUT/epochs/NN/ (a folder that --model and "
+                   "--init-weights take): for learning curves, or to go back to an earlier epoch.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @reports_input_errors
 def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mixed_precision, steps_per_epoch,
         validation_steps, levels, encoder_kernel_size, dilation, capsule_init, normalization, filters, reconstruction,
-        balance_classes, augment_imaging, folds, init_weights, resume, seed):
+        balance_classes, augment_imaging, folds, init_weights, resume, seed, save_every=None):
     """Train a model; writes weights_best.keras, weights_last.keras, config.json, history.csv and logs/ into OUT."""
     import numpy as np
 
@@ -99,7 +102,7 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
                            learning_rate=learning_rate, patience=patience, mixed_precision=mixed_precision,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, seed=seed,
                            model_options=options, reconstruction=reconstruction, balance_classes=balance_classes,
-                           augment_imaging=augment_imaging, init_weights=init_weights)
+                           augment_imaging=augment_imaging, init_weights=init_weights, save_every=save_every)
     names = {"architecture": "model"}
     given = frozenset(names.get(p, p) for p in context.params
                       if context.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE

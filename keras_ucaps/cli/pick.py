@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from keras_ucaps.cli.common import copick_options, reports_input_errors, table_format_choice
-from keras_ucaps.picking.thresholds import read_thresholds, run_thresholds
+from keras_ucaps.picking.thresholds import read_thresholds
 
 
 @click.command()
@@ -45,7 +45,7 @@ from keras_ucaps.picking.thresholds import read_thresholds, run_thresholds
 @reports_input_errors
 def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thresholds_path=None, fit_radius=None,
          density_weight=None, tomograms=(), model=None, maps_dir=None, tta=False, copick_config=None, copick_runs=(),
-         copick_voxel_spacing=None, copick_tomo_type="wbp", copick_session=None, volumes=None):
+         copick_voxel_spacing=None, copick_tomo_type="wbp", copick_session=None, volumes=None, picking=None):
     """Pick particles from tomograms, or from label maps written by `keras-ucaps predict`.
 
     Given tomograms, it predicts them first with --model (a bundled model by
@@ -58,7 +58,8 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
     from keras_ucaps.cli.common import open_copick
     from keras_ucaps.errors import InputError
 
-    # ``volumes`` (name → tomogram file or volume) is for `predict --pick`, which has the tomograms in hand.
+    # ``volumes`` (name → tomogram file or volume) and ``picking`` (the model's picking settings) are for
+    # `predict --pick`, which has the tomograms and the model in hand.
     project, runs = open_copick(copick_config, copick_runs, copick_voxel_spacing, copick_tomo_type)
     if project is None and out is None:
         raise InputError("--out", "give the particle table to write (or --copick to write into a project)")
@@ -77,7 +78,7 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
         table, classes, voxel_size, shapes = _pick_maps(label_maps, classes_path, min_sizes, suppress,
                                                         thresholds_path, fit_radius, density_weight,
                                                         {**_tomograms_by_name(tomograms, label_maps),
-                                                         **(volumes or {})})
+                                                         **(volumes or {})}, picking)
     else:
         sources = [(Path(t).stem, t) for t in label_maps] + [(r, None) for r in runs]
         table, classes, voxel_size, shapes = _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir,
@@ -105,6 +106,7 @@ def pick(label_maps, out, table_format, classes_path, min_sizes, suppress, thres
 def _tomograms_by_name(tomograms, label_maps) -> dict:
     """``--tomogram`` files by the name of the label map they belong to (NAME.mrc for NAME_labels.mrc)."""
     from keras_ucaps.errors import InputError
+    from keras_ucaps.picking.maps import table_name
 
     names = {table_name(p) for p in label_maps}
     found = {}
@@ -116,12 +118,14 @@ def _tomograms_by_name(tomograms, label_maps) -> dict:
 
 
 def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path, fit_radius=None,
-               density_weight=None, tomograms=None):
-    """Picks from label maps (and the probability maps beside them); ``fit_radius`` and ``density_weight`` None:
-    the thresholds file's, else 1 and 0; ``tomograms``: name → tomogram file or volume, for a density weight."""
+               density_weight=None, tomograms=None, picking=None):
+    """Picks from label maps (and the probability maps beside them), with the thresholds file's settings (or
+    ``picking``, a thresholds payload) unless ``fit_radius`` or ``density_weight`` are given; ``tomograms``:
+    name → tomogram file or volume, for a density weight."""
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.errors import InputError
     from keras_ucaps.io import ParticleTable
+    from keras_ucaps.picking.maps import PickingSettings, pick_from_maps, table_name
 
     beside = Path(label_maps[0]).parent / "classes.json"
     classes = ClassRegistry.load(classes_path or beside)
@@ -136,37 +140,30 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path, f
         if name not in classes or not value.isdigit():
             raise InputError(entry, f"expected CLASS=VOXELS with a class of {', '.join(classes.names)}")
         sizes[name] = int(value)
-    tuned = read_thresholds(thresholds_path) if thresholds_path is not None else {}
-    if fit_radius is None:
-        fit_radius = tuned.get("fit_radius", 1.0)
-    if density_weight is None:
-        density_weight = tuned.get("density_weight", 0.0)
+    if thresholds_path is not None:
+        picking = read_thresholds(thresholds_path)
+    settings = PickingSettings.from_payload(picking, fit_radius=fit_radius, density_weight=density_weight,
+                                            suppress=suppress, min_sizes=sizes)
     tables, shapes, voxel_size = [], {}, None
     for path in label_maps:
-        table, shape, voxel_size = pick_from_maps(path, classes, sizes, suppress, fit_radius, density_weight,
-                                                  (tomograms or {}).get(table_name(path)))
+        table, shape, voxel_size = pick_from_maps(path, classes, settings, (tomograms or {}).get(table_name(path)))
         tables.append(table)
         shapes[table_name(path)] = shape[::-1]
-    table = ParticleTable.concat(tables)
-    if tuned:
-        table = _kept_above(table, tuned["thresholds"])
-    return table, classes, voxel_size, shapes
+    return ParticleTable.concat(tables), classes, voxel_size, shapes
 
 
 def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out, tta=False, fit_radius=None,
                     density_weight=None):
     """Predict each tomogram (NAME, path) — or copick run (NAME, None) — with ``model``, then pick with its
-    thresholds."""
+    picking settings."""
     import contextlib
     import tempfile
 
-    from keras_ucaps.inference.predict import load_model, predict_tomogram
-    from keras_ucaps.pretrained import model_path
-
-    model = model_path(model)
-    loaded = load_model(model)
+    from keras_ucaps.inference.predict import predict_tomogram
     from keras_ucaps.io.atomic import scratch_folder
+    from keras_ucaps.models.loading import load_trained
 
+    loaded = load_trained(model)
     parent = Path(out).parent if out is not None else Path(tempfile.gettempdir())
     folder = (scratch_folder(parent, ".keras-ucaps-maps-") if maps_dir is None
               else contextlib.nullcontext(Path(maps_dir)))
@@ -176,85 +173,4 @@ def _pick_tomograms(sources, project, min_sizes, suppress, model, maps_dir, out,
             volumes[name] = path if path is not None else project.volume(name)
             predict_tomogram(loaded, volumes[name], scratch, name=name, tta=tta)
         return _pick_maps([scratch / f"{name}_labels.mrc" for name, _ in sources], scratch / "classes.json",
-                          min_sizes, suppress, run_thresholds(model), fit_radius, density_weight, volumes)
-
-
-def apply_thresholds(table, path: Path):
-    """Keep the picks scoring at least their class's threshold in thresholds file ``path`` (picks without a score
-    are kept)."""
-    return _kept_above(table, read_thresholds(path)["thresholds"])
-
-
-def _kept_above(table, thresholds: dict):
-    import numpy as np
-
-    limits = np.array([thresholds.get(name, 0.0) for name in table.class_name], dtype=float)
-    return table[~(table.score < limits)]
-
-
-def table_name(label_map: Path) -> str:
-    return Path(label_map).name.removesuffix(".mrc").removesuffix("_labels")
-
-
-def pick_from_maps(label_map: Path, classes, min_sizes: dict, suppress: float, fit_radius: float = 1.0,
-                   density_weight: float = 0.0, tomogram=None):
-    """Pick one tomogram's particles from its label map and the probability maps beside it (and, with a density
-    weight, from ``tomogram``: the file or volume the maps were predicted from)."""
-    import numpy as np
-
-    from keras_ucaps.errors import InputError
-    from keras_ucaps.io import read_volume
-    from keras_ucaps.io.diskarray import DiskArray
-    from keras_ucaps.picking.cluster import pick_particles
-
-    labels = read_volume(label_map)
-    if labels.voxel_size is None:
-        raise InputError(label_map, "label map has no voxel size")
-    present = set()
-    step = max(1, (64 * 2**20) // max(1, labels.data[0].size))
-    for z in range(0, labels.shape[0], step):  # a slab at a time: label maps can be larger than memory
-        present.update(int(v) for v in np.unique(labels.data[z:z + step]))
-    unknown = sorted(present - {0, *(c.label for c in classes.classes)})
-    if unknown:
-        raise InputError(label_map, f"holds labels {unknown} that the class registry does not know")
-    name = table_name(label_map)
-    probabilities = {}
-    paths = {c.name: Path(label_map).parent / f"{name}_prob_{c.name}.mrc" for c in classes.classes}
-    missing = [p for p in paths.values() if not p.is_file()]
-    if missing and len(missing) < len(paths):  # all or none: a class without its map would be scored otherwise
-        raise InputError(missing[0], "missing beside the other probability maps of "
-                                     f"{Path(label_map).name} (predict again)")
-    for c in classes.classes:
-        path = paths[c.name]
-        if path.is_file():
-            prob = read_volume(path)
-            if prob.shape != labels.shape:
-                raise InputError(path, f"probability map {prob.shape} does not match the label map {labels.shape}")
-            probabilities[c.name] = DiskArray.over(prob.data)  # read a slab at a time, not kept mapped
-    density = None
-    if density_weight > 0:
-        density = _density(tomogram, labels, label_map, density_weight)
-    table = pick_particles(labels.data, classes, labels.voxel_size, probabilities=probabilities,
-                           min_size=min_sizes, suppress=suppress, tomo=name, fit_radius=fit_radius,
-                           density=density, density_weight=density_weight)
-    return table, labels.shape, labels.voxel_size
-
-
-def _density(tomogram, labels, label_map: Path, weight: float):
-    """The density of the tomogram ``label_map`` was predicted from, checked against it."""
-    import numpy as np
-
-    from keras_ucaps.errors import InputError
-    from keras_ucaps.io import read_volume
-    from keras_ucaps.picking.density import ParticleDensity
-
-    if tomogram is None:
-        raise InputError(label_map, f"density weight {weight:g} (from --density-weight or the thresholds file) "
-                                    f"needs the tomogram it was predicted from: give --tomogram "
-                                    f"{table_name(label_map)}.mrc, or --density-weight 0")
-    volume = read_volume(tomogram) if isinstance(tomogram, str | Path) else tomogram
-    where = tomogram if isinstance(tomogram, str | Path) else label_map
-    if tuple(volume.shape) != tuple(labels.shape):
-        raise InputError(where, f"tomogram {tuple(volume.shape)} does not match the label map {labels.shape} "
-                                f"of {Path(label_map).name}")
-    return ParticleDensity.measure(np.asarray(volume.data, dtype=np.float32), labels.data)
+                          min_sizes, suppress, None, fit_radius, density_weight, volumes, loaded.picking)

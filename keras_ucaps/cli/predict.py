@@ -50,7 +50,7 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
 
     from keras_ucaps.cli.common import open_copick
     from keras_ucaps.errors import InputError
-    from keras_ucaps.inference.predict import load_model, load_remote, predict_tomogram
+    from keras_ucaps.inference.predict import load_remote, predict_tomogram
     from keras_ucaps.serving.client import ServingError
 
     arguments = [Path(a) for a in arguments]
@@ -70,10 +70,9 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
             raise InputError("--concurrency", "applies to --server only (a local model runs one batch at a time)")
         if len(arguments) < 2 and project is None:
             raise InputError("RUN_OR_MODEL", "give a run folder or .keras file, then tomograms (or --server)")
-        from keras_ucaps.pretrained import model_path
+        from keras_ucaps.models.loading import load_trained
 
-        arguments[0] = model_path(arguments[0])
-        loaded, tomograms = load_model(arguments[0]), arguments[1:]
+        loaded, tomograms = load_trained(arguments[0]), arguments[1:]
     names = [Path(t).stem for t in tomograms] + runs
     volumes = {}  # name → the tomogram predicted, for `--pick` (a density weight reads it)
     for name, tomogram in [(Path(t).stem, t) for t in tomograms] + [(r, None) for r in runs]:
@@ -86,11 +85,8 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
         click.echo(f"{tomogram or name}: wrote " + ", ".join(str(p) for p in files.values()))
     if pick_out is not None:
         from keras_ucaps.cli.pick import pick
-        from keras_ucaps.picking.thresholds import run_thresholds
 
-        run = arguments[0] if server is None and arguments[0].is_dir() else None
-        thresholds = run_thresholds(run)
         click.get_current_context().invoke(pick, label_maps=[Path(out) / f"{n}_labels.mrc" for n in names],
                                            out=pick_out, table_format=None,
                                            classes_path=Path(out) / "classes.json", min_sizes=(), suppress=0.5,
-                                           thresholds_path=thresholds, volumes=volumes)
+                                           volumes=volumes, picking=loaded.picking)

@@ -1,11 +1,12 @@
 """Predict per-class probability maps over whole tomograms.
 
-A tomogram is z-scored with its own mean and standard deviation (as training
-patches were), cut into overlapping tiles (see :mod:`keras_ucaps.inference.tiling`),
-run through the model in batches, and blended into sums on disk that are read and
-written a tile at a time (:class:`TileSums`); the maps are then written a slab of
-planes at a time. Memory holds a batch of tiles or one slab of every class, whatever
-the tomogram's size (a 500×1000×1000 tomogram with 13 classes: see the README).
+A tomogram is normalised as the model's training patches were (its metadata's
+``normalization``, :mod:`keras_ucaps.data.normalization`), cut into overlapping
+tiles (see :mod:`keras_ucaps.inference.tiling`), run through the model in batches,
+and blended into sums on disk that are read and written a tile at a time
+(:class:`TileSums`); the maps are then written a slab of planes at a time, or
+gathered in memory (:func:`predict_in_memory`). Memory holds a batch of tiles or
+one slab of every class, whatever the tomogram's size (docs/large-tomograms.md).
 Outputs, in ``OUT``, each with the input's voxel size and origin:
 
 - ``NAME_prob_CLASS.mrc``: float16 probability of each particle class;
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -30,27 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_ucaps.classes import ClassRegistry
-from keras_ucaps.data.normalization import METHODS, ZSCORE, Normalization, measure
+from keras_ucaps.data.normalization import ZSCORE, Normalization, measure
 from keras_ucaps.errors import InputError, KerasUcapsWarning
 from keras_ucaps.io.atomic import check_output, remove_stale_scratch, scratch_folder
 from keras_ucaps.io.diskarray import DiskArray, slabs
 from keras_ucaps.io.mrc import Volume, read_volume, resolve_voxel_size
-from keras_ucaps.models.contract import TileContract
+from keras_ucaps.models.loading import LoadedModel
+from keras_ucaps.models.metadata import ModelMetadata
 
 VOXEL_SIZE_TOLERANCE = 0.01
-
-
-@dataclasses.dataclass
-class LoadedModel:
-    """A model, what config.json says about it, and how it must be tiled."""
-
-    model: object
-    classes: ClassRegistry
-    voxel_size: float | None
-    patch_size: int
-    contract: TileContract
-    normalization: str = ZSCORE  # how its training patches were normalised: prediction does the same
 
 
 def load_remote(address: str, model_name: str, version: int | None = None,
@@ -60,68 +48,9 @@ def load_remote(address: str, model_name: str, version: int | None = None,
 
     remote = RemoteModel(ServingClient(address, model_name, version), concurrency or DEFAULT_CONCURRENCY)
     config = remote.config
-    classes = ClassRegistry.from_dict(config["classes"], f"{address}/{model_name}")
-    return LoadedModel(remote, classes, config.get("voxel_size"), remote.tile, remote.contract,
-                       _normalization(config, f"{address}/{model_name}"))
-
-
-def _normalization(config: dict, source) -> str:
-    method = config.get("normalization", ZSCORE)
-    if method not in METHODS.values():
-        raise InputError(source, f"unknown normalization {method!r} (this keras-ucaps knows "
-                                 f"{', '.join(sorted(METHODS.values()))})")
-    return method
-
-
-def load_model(path: str | os.PathLike) -> LoadedModel:
-    """A run folder (config.json + weights_best.keras) or a .keras file (with a
-    config.json beside it, if any)."""
-    import keras
-
-    import keras_ucaps  # noqa: F401  (registers our objects)
-
-    path = Path(path)
-    if path.is_dir():
-        weights, config_path = path / "weights_best.keras", path / "config.json"
-        if not weights.is_file():
-            raise InputError(path, "run folder holds no weights_best.keras (has training finished an epoch?)")
-    else:
-        weights, config_path = path, path.parent / "config.json"
-        if not weights.is_file():
-            raise InputError(path, "no such file")
-    import zipfile
-
-    if not zipfile.is_zipfile(weights):
-        raise InputError(weights, "truncated or not a .keras file (a .keras file is a zip archive)")
-    try:
-        model = keras.saving.load_model(weights, compile=False)
-    except Exception as err:  # keras raises many kinds for a file that is not a model
-        raise InputError(weights, f"not a loadable Keras model ({type(err).__name__}: {err})") from None
-    if not hasattr(model, "tile_contract"):
-        raise InputError(weights, f"a {type(model).__name__}, not a keras-ucaps model (UCaps3D or UNet3D)")
-    outputs = int(model.get_config()["num_classes"])
-    if config_path.is_file():
-        from keras_ucaps.io.jsonfile import read_json
-
-        config = read_json(config_path)
-        if not isinstance(config, dict) or "classes" not in config:
-            raise InputError(config_path, "not a run's config.json (no 'classes')")
-        classes = ClassRegistry.from_dict(config["classes"], str(config_path))
-        if classes.num_classes != outputs:
-            raise InputError(config_path, f"names {classes.num_classes - 1} classes, but the model in {weights.name} "
-                                          f"predicts {outputs - 1}: the config belongs to another model")
-        try:
-            patch_size = int(config.get("patch_size", 64))
-            voxel_size = config.get("voxel_size")
-            voxel_size = None if voxel_size is None else float(voxel_size)
-        except (TypeError, ValueError):
-            raise InputError(config_path, "patch_size and voxel_size must be numbers") from None
-        if voxel_size is not None and not (0 < voxel_size < float("inf")):
-            raise InputError(config_path, f"voxel_size {voxel_size} is not a size in Å")
-        return LoadedModel(model, classes, voxel_size, patch_size, model.tile_contract(patch_size),
-                           _normalization(config, config_path))
-    classes = ClassRegistry.from_radii({f"class_{i}": 1.0 for i in range(1, outputs)}, source=str(weights))
-    return LoadedModel(model, classes, None, 64, model.tile_contract(64))
+    metadata = ModelMetadata.from_dict({"normalization": ZSCORE, "patch_size": remote.tile, **config},
+                                       f"{address}/{model_name}")
+    return LoadedModel(remote, metadata, remote.contract, config.get("picking"))
 
 
 def predict_volume(
@@ -267,21 +196,80 @@ def predict_tomogram(
     """Predict one tomogram (a file, or a volume read elsewhere and its ``name``) and write its probability maps
     and label map into ``out`` as NAME_prob_CLASS.mrc and NAME_labels.mrc. ``tta``: average the predictions of
     the eight axis flips (:data:`TTA_FLIPS`), eight times the cost."""
-    from keras_ucaps.inference.resample import fourier_resample
-
-    if isinstance(tomogram, Volume):
-        volume, tomogram = tomogram, Path(str(tomogram.path or name))
-    else:
-        tomogram = Path(tomogram)
-        volume = read_volume(tomogram)
+    volume, tomogram = _as_volume(tomogram, name)
     name = name or tomogram.stem
     vs = resolve_voxel_size(volume.voxel_size, voxel_size, tomogram)
+    out = Path(out)
+    final = {c.name: out / f"{name}_prob_{c.name}.mrc" for c in loaded.classes.classes}
+    final["labels"], final["classes"] = out / f"{name}_labels.mrc", out / "classes.json"
+    layout = _tiling(loaded, volume, vs, tomogram, tile, margin)  # checked before any file is touched
+    for path in final.values():  # before any work: a path we could not write
+        check_output(path)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(out)
+    with scratch_folder(out) as staging:
+        probabilities = _predict_on_disk(loaded, volume, vs, staging, layout, tta=tta, batch_size=batch_size,
+                                         progress=progress)
+        _write_maps(probabilities, volume, vs, {k: staging / p.name for k, p in final.items() if k != "classes"},
+                    loaded.classes)
+        loaded.classes.save(staging / final["classes"].name)
+        # Swap in: the old label map goes first and the new one comes last, so an interrupted swap leaves no
+        # label map to pick from, never one beside another model's probability maps.
+        final["labels"].unlink(missing_ok=True)
+        for key, path in final.items():
+            if key != "labels":
+                os.replace(staging / path.name, path)
+        os.replace(staging / final["labels"].name, final["labels"])
+    return final
+
+
+def predict_in_memory(
+    loaded: LoadedModel,
+    tomogram: str | os.PathLike | Volume,
+    *,
+    tta: bool = False,
+    tile: int | None = None,
+    margin: int | None = None,
+    batch_size: int = 1,
+    voxel_size: float | None = None,
+    progress: bool = False,
+    scratch: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, float]:
+    """The probabilities of one tomogram on its own grid, (z, y, x, class) float32 with background first, and
+    its voxel size (Å). Tiles are blended on disk in ``scratch`` (a temporary folder by default) as for
+    :func:`predict_tomogram`; memory holds the result, 4 × (classes + 1) bytes a voxel."""
+    volume, tomogram = _as_volume(tomogram, None)
+    vs = resolve_voxel_size(volume.voxel_size, voxel_size, tomogram)
+    layout = _tiling(loaded, volume, vs, tomogram, tile, margin)
+    if scratch is not None:
+        Path(scratch).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".keras-ucaps-", dir=scratch) as staging:
+        probabilities = _predict_on_disk(loaded, volume, vs, Path(staging), layout, tta=tta, batch_size=batch_size,
+                                         progress=progress)
+        shape = volume.shape
+        result = np.empty((*shape, loaded.classes.num_classes), dtype=np.float32)
+        for a, b in slabs(shape[0], 2 * result.shape[-1] * shape[1] * shape[2] * 4):
+            result[a:b] = onto_tomogram_grid(probabilities, a, b, shape)
+    return result, vs
+
+
+def _as_volume(tomogram, name: str | None) -> tuple[Volume, Path]:
+    """The volume and the path its messages name (a volume read elsewhere is named by its path, else ``name``)."""
+    if isinstance(tomogram, Volume):
+        return tomogram, Path(str(tomogram.path or name or "volume"))
+    return read_volume(Path(tomogram)), Path(tomogram)
+
+
+def _tiling(loaded: LoadedModel, volume: Volume, vs: float, tomogram: Path, tile: int | None,
+            margin: int | None) -> dict:
+    """How this tomogram is tiled for this model (its grid at the model's voxel size, tile side, margin,
+    fixed tiles); a volume or tile the model cannot take is an :class:`InputError`."""
     grid = volume.shape
     rescale = loaded.voxel_size is not None and abs(vs / loaded.voxel_size - 1) > VOXEL_SIZE_TOLERANCE
     if rescale:
         factor = vs / loaded.voxel_size
         warnings.warn(f"{tomogram}: voxel size {vs:g} Å differs from the model's {loaded.voxel_size:g} Å; "
-                      f"resampling by {factor:.3f} for prediction", KerasUcapsWarning, stacklevel=2)
+                      f"resampling by {factor:.3f} for prediction", KerasUcapsWarning, stacklevel=3)
         grid = tuple(max(1, round(n * factor)) for n in volume.shape)
     contract = loaded.contract
     multiple = contract.multiple
@@ -300,43 +288,33 @@ def predict_tomogram(
         raise InputError(tomogram, f"volume {grid} is smaller than one {multiple}-voxel tile")
     if margin is None:
         margin = min(contract.radius, tile // 8)
-    out = Path(out)
-    final = {c.name: out / f"{name}_prob_{c.name}.mrc" for c in loaded.classes.classes}
-    final["labels"], final["classes"] = out / f"{name}_labels.mrc", out / "classes.json"
-    for path in final.values():  # before any work: a path we could not write
-        check_output(path)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_scratch(out)
-    with scratch_folder(out) as staging:
-        # Everything the size of the tomogram lives on disk in the staging folder, read a slab or a tile
-        # at a time: the resampled tomogram, the blended sums, the TTA average.
-        data = fourier_resample(volume.data, grid, scratch=staging) if rescale else volume.data
-        normalization = measure(data, loaded.normalization)
-        num_classes = loaded.classes.num_classes
-        flips = TTA_FLIPS if tta else ((),)
-        for axes in flips:
-            predicted = predict_volume(loaded.model, normalised_view(data, normalization, axes), num_classes, tile=tile,
-                                       margin=margin, batch_size=batch_size, scratch=staging,
-                                       progress=progress, fixed_tiles=fixed, blend=not contract.whole_input)
-            if len(flips) == 1:
-                probabilities = predicted
-                break
-            if axes == ():  # a new .npy file starts as zeros
-                probabilities = DiskArray(staging / "tta.npy", predicted.shape)
-            for a, b in slabs(grid[0], int(np.prod(predicted.shape[1:])) * 4):
-                probabilities.add(slice(a, b), _flipped_planes(predicted, a, b, axes) / len(flips))
-            predicted.remove()
-        _write_maps(probabilities, volume, vs, {k: staging / p.name for k, p in final.items() if k != "classes"},
-                    loaded.classes)
-        loaded.classes.save(staging / final["classes"].name)
-        # Swap in: the old label map goes first and the new one comes last, so an interrupted swap leaves no
-        # label map to pick from, never one beside another model's probability maps.
-        final["labels"].unlink(missing_ok=True)
-        for key, path in final.items():
-            if key != "labels":
-                os.replace(staging / path.name, path)
-        os.replace(staging / final["labels"].name, final["labels"])
-    return final
+    return dict(grid=grid, rescale=rescale, tile=tile, margin=margin, fixed=fixed)
+
+
+def _predict_on_disk(loaded: LoadedModel, volume: Volume, vs: float, staging: Path, layout: dict, *, tta: bool,
+                     batch_size: int, progress: bool):
+    """The blended probabilities on the model's grid, (z, y, x, class), as an on-disk array in ``staging``:
+    everything the size of the tomogram lives there (the resampled tomogram, the sums, the TTA average)."""
+    from keras_ucaps.inference.resample import fourier_resample
+
+    grid = layout["grid"]
+    data = fourier_resample(volume.data, grid, scratch=staging) if layout["rescale"] else volume.data
+    normalization = measure(data, loaded.normalization)
+    num_classes = loaded.classes.num_classes
+    flips = TTA_FLIPS if tta else ((),)
+    for axes in flips:
+        predicted = predict_volume(loaded.model, normalised_view(data, normalization, axes), num_classes,
+                                   tile=layout["tile"], margin=layout["margin"], batch_size=batch_size,
+                                   scratch=staging, progress=progress, fixed_tiles=layout["fixed"],
+                                   blend=not loaded.contract.whole_input)
+        if len(flips) == 1:
+            return predicted
+        if axes == ():  # a new .npy file starts as zeros
+            probabilities = DiskArray(staging / "tta.npy", predicted.shape)
+        for a, b in slabs(grid[0], int(np.prod(predicted.shape[1:])) * 4):
+            probabilities.add(slice(a, b), _flipped_planes(predicted, a, b, axes) / len(flips))
+        predicted.remove()
+    return probabilities
 
 
 def _flipped_planes(predicted, a: int, b: int, axes: tuple[int, ...]) -> np.ndarray:

@@ -12,6 +12,7 @@ from keras_ucaps.layers.capsules import (
     FlattenCapsules,
     UnitLengthVotes,
 )
+from keras_ucaps.models.base import TomogramModel
 from keras_ucaps.models.blocks import conv_norm_act
 from keras_ucaps.models.contract import TileContract, whole_input_tile
 
@@ -26,7 +27,7 @@ TANH_OF_UNIT_NORMAL_STD = 0.63
 
 
 @keras.saving.register_keras_serializable(package="keras_ucaps")
-class UCaps3D(keras.Model):
+class UCaps3D(TomogramModel):
     """3D-UCaps for volumetric segmentation into ``num_classes`` classes.
 
     Feature extractor: three 5³ convolutions (no bias, instance norm) 1→16
@@ -54,7 +55,8 @@ class UCaps3D(keras.Model):
             start driven by the image rather than by their bias; every class above chance within 90 steps
             where the reference collapsed onto one, see the README) or "reference" (Glorot uniform vote
             kernels, as the reference code). Only training sees it: a saved model loads its weights.
-        **kwargs: Model arguments (name, dtype).
+        **kwargs: Model arguments (name, dtype) and ``metadata``: what the trained model needs to be used
+            (:class:`~keras_ucaps.models.metadata.ModelMetadata`), saved with it.
 
     Outputs: a dict with ``probabilities`` (batch, z, y, x, C; softmax,
     float32), ``reconstruction`` (batch, z, y, x, input_channels; linear) and
@@ -166,10 +168,6 @@ class UCaps3D(keras.Model):
         """Voxels per final capsule along each axis: the block that ``capsule_lengths`` scores."""
         return 2**self.levels
 
-    def tile_contract(self, patch_size: int) -> TileContract:
-        """How prediction tiles this model: see :mod:`keras_ucaps.models.contract`."""
-        return self.contract_of(self.get_config(), patch_size)
-
     @classmethod
     def contract_of(cls, config: dict, patch_size: int) -> TileContract:
         """Instance normalisation in the feature extractor and decoder couples every output to the whole
@@ -194,10 +192,8 @@ class UCaps3D(keras.Model):
         return TileContract(radius=int(np.ceil(radius)), multiple=multiple, whole_input=True,
                             tile=whole_input_tile(patch_size, multiple))
 
-    def get_config(self):
+    def architecture_config(self) -> dict:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
             "num_classes": self.num_classes,
             "input_channels": self.input_channels,
             "levels": self.levels,

@@ -6,12 +6,13 @@ import math
 
 import keras
 
+from keras_ucaps.models.base import TomogramModel
 from keras_ucaps.models.blocks import instance_norm
 from keras_ucaps.models.contract import TileContract, whole_input_tile
 
 
 @keras.saving.register_keras_serializable(package="keras_ucaps")
-class UNet3D(keras.Model):
+class UNet3D(TomogramModel):
     """A 3D U-Net laid out as DeepFinder's segmentation network.
 
     3³ convolutions with ReLU and same padding throughout: 32, 32 | max-pool |
@@ -26,7 +27,8 @@ class UNet3D(keras.Model):
             32, 48, 64); its length minus one is the number of poolings.
         bottom_convs: int. Convolutions at the deepest level (DeepFinder: 4).
         normalization: None, "batch" or "instance" after each 3³ conv.
-        **kwargs: Model arguments (name, dtype).
+        **kwargs: Model arguments (name, dtype) and ``metadata``: what the trained model needs to be used
+            (:class:`~keras_ucaps.models.metadata.ModelMetadata`), saved with it.
 
     Outputs: a dict with ``probabilities`` (batch, z, y, x, C; softmax, float32).
 
@@ -99,10 +101,6 @@ class UNet3D(keras.Model):
     def patch_multiple(self) -> int:
         return 2 ** (len(self.filters) - 1)
 
-    def tile_contract(self, patch_size: int) -> TileContract:
-        """How prediction tiles this model: see :mod:`keras_ucaps.models.contract`."""
-        return self.contract_of(self.get_config(), patch_size)
-
     @classmethod
     def contract_of(cls, config: dict, patch_size: int) -> TileContract:
         """Local without normalisation or with batch normalisation (an affine map at inference); with
@@ -118,17 +116,11 @@ class UNet3D(keras.Model):
         return TileContract(radius=int(math.ceil(radius)), multiple=multiple, whole_input=whole,
                             tile=whole_input_tile(patch_size, multiple) if whole else None)
 
-    def get_config(self):
+    def architecture_config(self) -> dict:
         return {
-            "name": self.name,
-            "trainable": self.trainable,
             "num_classes": self.num_classes,
             "input_channels": self.input_channels,
             "filters": list(self.filters),
             "bottom_convs": self.bottom_convs,
             "normalization": self.normalization,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

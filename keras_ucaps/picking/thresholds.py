@@ -34,3 +34,11 @@ def read_thresholds(path: Path) -> dict:
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float("inf"):
         raise InputError(path, f"density_weight is {weight!r}, not a number of at least 0")
     return payload
+
+
+def apply_thresholds(table, path: Path):
+    """Keep the picks of ``table`` scoring at least their class's threshold in thresholds file ``path`` (picks
+    without a score are kept)."""
+    from keras_ucaps.picking.maps import kept_above
+
+    return kept_above(table, read_thresholds(path)["thresholds"])

@@ -38,11 +38,11 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: str, version: int | None = None,
                        tile: int | None = None) -> Path:
     """Export ``run`` (a run folder or .keras file) to ``base/name/version``; returns that folder."""
-    from keras_ucaps.inference.predict import load_model
+    from keras_ucaps.models.loading import load_trained
 
     if not NAME_PATTERN.match(name) or not name.strip("."):
         raise InputError("--name", f"model names take letters, digits, '_', '.', '-' only, got {name!r}")
-    loaded = load_model(run)
+    loaded = load_trained(run)
     model = loaded.model
     contract = loaded.contract
     multiple = contract.multiple
@@ -50,7 +50,7 @@ def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: st
     tile = tile or (contract.tile if contract.whole_input else max(64, loaded.patch_size))
     if tile % multiple:
         raise InputError("--tile", f"must be a multiple of {multiple}, got {tile}")
-    config = _config_of(run, loaded, tile)
+    config = _config_of(loaded, tile)
     base = Path(base)
     existing = sorted(int(p.name) for p in (base / name).glob("*") if p.name.isdigit())
     version = version if version is not None else (existing[-1] + 1 if existing else 1)
@@ -73,18 +73,15 @@ def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: st
     return target
 
 
-def _config_of(run, loaded, tile: int) -> dict:
-    run = Path(run)
-    config_path = run / "config.json" if run.is_dir() else run.parent / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    config.update(classes=loaded.classes.to_dict(), voxel_size=loaded.voxel_size, tile=tile,
-                  model_class=type(loaded.model).__name__, model_config=loaded.model.get_config(),
-                  patch_multiple=loaded.contract.multiple, tile_contract=loaded.contract.to_dict(),
-                  normalization=loaded.normalization,
-                  input="tomogram_patch: float32 [batch, D, H, W, 1], the tomogram normalised by 'normalization' "
-                        "(keras_ucaps.data.normalization: measured on the whole tomogram, applied per region)",
-                  output="probabilities: float32 [batch, D, H, W, C], C = classes + background (label 0)")
-    return config
+def _config_of(loaded, tile: int) -> dict:
+    """What the served model's metadata signature answers: its metadata, tile and architecture."""
+    model_config = {k: v for k, v in loaded.model.get_config().items() if k != "metadata"}
+    return {**loaded.metadata.to_dict(), "picking": loaded.picking, "tile": tile,
+            "model_class": type(loaded.model).__name__, "model_config": model_config,
+            "patch_multiple": loaded.contract.multiple, "tile_contract": loaded.contract.to_dict(),
+            "input": "tomogram_patch: float32 [batch, D, H, W, 1], the tomogram normalised by 'normalization' "
+                     "(keras_ucaps.data.normalization: measured on the whole tomogram, applied per region)",
+            "output": "probabilities: float32 [batch, D, H, W, C], C = classes + background (label 0)"}
 
 
 class Servable(tf.Module):

@@ -158,12 +158,14 @@ def accelerator_peak_bytes() -> int | None:
 
 class RunCheckpoint(keras.callbacks.Callback):
     """After each epoch: the best model if validation loss improved, the last
-    model, and a checkpoint (weights, optimizer variables, callback state)
-    swapped into ``out/checkpoint`` as a whole."""
+    model, every ``save_every``-th epoch's model in ``out/epochs/NN/weights_best.keras``,
+    and a checkpoint (weights, optimizer variables, callback state) swapped into
+    ``out/checkpoint`` as a whole."""
 
-    def __init__(self, out: Path, schedule: tuple, state: dict | None = None):
+    def __init__(self, out: Path, schedule: tuple, state: dict | None = None, save_every: int | None = None):
         super().__init__()
         self.out = Path(out)
+        self.save_every = save_every
         self.early_stopping, self.plateau = schedule
         self.best = state["best"] if state else np.inf
         self.best_logs = state["best_logs"] if state else {}
@@ -175,6 +177,9 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best, self.best_logs = current, {**logs, "epoch": epoch + 1}
             self._save_model(self.out / "weights_best.keras")
         self._save_model(self.out / "weights_last.keras")
+        if self.save_every and (epoch + 1) % self.save_every == 0:
+            (self.out / "epochs" / f"{epoch + 1:02d}").mkdir(parents=True, exist_ok=True)
+            self._save_model(self.out / "epochs" / f"{epoch + 1:02d}" / "weights_best.keras")
         state = {
             "epoch": epoch + 1,
             "best": float(self.best),

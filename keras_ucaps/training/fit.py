@@ -69,6 +69,9 @@ class FitSettings:
         Fine-tuning: start from this trained model's weights (a bundled model's name or an absolute path to
         a run folder or .keras file); the run takes its architecture and options
         (:mod:`keras_ucaps.training.warm_start`).
+    save_every : int, optional
+        Also keep the model of every ``save_every``-th epoch in ``out/epochs/NN/weights_best.keras`` (a folder
+        that prediction and fine-tuning take as a model); may change on resume.
     """
 
     model: str = "ucaps"
@@ -91,6 +94,7 @@ class FitSettings:
     balance_classes: bool = False
     augment_imaging: bool = False
     init_weights: str | None = None
+    save_every: int | None = None
     version: int = CONFIG_VERSION
 
     def __post_init__(self):
@@ -218,7 +222,7 @@ def run_config(settings: FitSettings, info, class_weight_list, model) -> dict:
     return {
         "version": CONFIG_VERSION,
         "architecture": settings.model,
-        "model": model.get_config(),
+        "model": {k: v for k, v in model.get_config().items() if k != "metadata"},  # metadata: below
         "classes": info.classes.to_dict(),
         "num_classes": info.classes.num_classes,
         "voxel_size": info.voxel_size,
@@ -231,13 +235,13 @@ def run_config(settings: FitSettings, info, class_weight_list, model) -> dict:
     }
 
 
-RESUMABLE = ("epochs",)  # what a resumed run may change
+RESUMABLE = ("epochs", "save_every")  # what a resumed run may change
 OPTION_NAMES = {"learning_rate": "lr"}
 
 
 def resumed_settings(saved: dict, asked: FitSettings, given: frozenset[str], source: Path) -> FitSettings:
     """The run's own settings with the new ``epochs``; an option the user gave that disagrees is an error."""
-    run = FitSettings.from_dict({**saved, "epochs": asked.epochs}, str(source))
+    run = FitSettings.from_dict({**saved, "epochs": asked.epochs, "save_every": asked.save_every}, str(source))
     for name in sorted(given - set(RESUMABLE) - {"out"}):
         mine, theirs = getattr(run, name), getattr(asked, name)
         option = OPTION_NAMES.get(name, name.replace("_", "-"))
@@ -346,6 +350,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
 
     from keras_ucaps.data.pipeline import make_dataset, read_store_info
     from keras_ucaps.models import build_model
+    from keras_ucaps.models.metadata import ModelMetadata
     from keras_ucaps.training.callbacks import HistoryLogger, RunCheckpoint, StepTimer, schedule_callbacks
     from keras_ucaps.training.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss, class_weights
     from keras_ucaps.training.metrics import ClassDice
@@ -421,6 +426,13 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
             metrics=metrics,
         )
     config = run_config(settings, info, weights, model)
+    picking = picking_from_source(source, info.classes.names) if source is not None else None
+    if state is not None and (out / "thresholds.json").is_file():
+        from keras_ucaps.picking.thresholds import read_thresholds
+
+        picking = read_thresholds(out / "thresholds.json")
+    # Every model the run saves carries what it needs to be used (keras_ucaps.models.metadata).
+    model.metadata = ModelMetadata(info.classes, info.voxel_size, info.normalization, info.patch_size, picking)
     out.mkdir(parents=True, exist_ok=True)
     if state is None:  # a new run, or one killed before it completed an epoch: (re)start it
         if source is not None:
@@ -433,7 +445,6 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         shutil.rmtree(out / "logs", ignore_errors=True)
         (out / "history.csv").unlink(missing_ok=True)
         write_json(out / "config.json", config)
-        picking = picking_from_source(source, info.classes.names) if source is not None else None
         if picking is not None:
             write_json(out / "thresholds.json", picking)
             if verbose:
@@ -472,7 +483,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         StepTimer(history_train_seconds(out / "history.csv")),  # before the logger: its figures go into history.csv
         HistoryLogger(str(out / "history.csv"), append=state is not None),
         *([keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False)] if has_tensorflow() else []),
-        RunCheckpoint(out, schedule, state),  # last: it records the schedule's counters
+        RunCheckpoint(out, schedule, state, save_every=settings.save_every),  # last: it records the schedule's counters
     ]
     if verbose == "auto":
         import sys

@@ -1,17 +1,17 @@
 """Fine-tuning: a new training run that starts from a trained model's weights (``fit --init-weights MODEL``).
 
-The source is a bundled model's name (``shrec-ucaps``), a run folder or a ``.keras`` file (with the
-``config.json`` beside it, if any), as ``predict`` takes them. The run takes the source's architecture and
+The source is a bundled model's name (``shrec-ucaps``), a run folder or a ``.keras`` file, as ``predict`` takes
+them (:func:`keras_ucaps.models.loading.load_trained`). The run takes the source's architecture and
 options (an option given that disagrees is an error) and copies every layer's weights, except where the patch
 store's particle classes are not the source's (the same names in the same order): then the layers whose weight
 shapes follow the number of classes (the class head: the UNet's last 1³ convolution, UCaps' class capsules and
 what reads them) start afresh. Which layers those are is measured on the model, by building it once more with
 one class more, not listed by architecture.
 
-The source's picking settings (its ``thresholds.json``: the fit radius and density weight its merged blobs are
-split with and, for the same classes, its thresholds) go into the run's ``thresholds.json`` with ``from`` naming
-the source, so that ``pick --model RUN`` picks as the source did until ``evaluate --model RUN`` tunes them for
-the run.
+The source's picking settings (its ``thresholds.json`` or, without one, its metadata's: the fit radius and density
+weight its merged blobs are split with and, for the same classes, its thresholds) go into the run's
+``thresholds.json`` with ``from`` naming the source, so that ``pick --model RUN`` picks as the source did until
+``evaluate --model RUN`` tunes them for the run.
 
 A store normalised otherwise than the source's training patches is refused: its weights would see inputs on
 another scale. A store at another voxel size is allowed, with a warning (the weights learned particle sizes in
@@ -30,7 +30,7 @@ import numpy as np
 from keras_ucaps.errors import InputError, KerasUcapsWarning
 
 # Constructor arguments of a model's config that are not architecture options.
-NOT_OPTIONS = ("name", "trainable", "num_classes", "dtype")
+NOT_OPTIONS = ("name", "trainable", "num_classes", "dtype", "metadata")
 
 
 @dataclasses.dataclass
@@ -41,15 +41,14 @@ class Source:
     architecture: str
     options: dict  # the architecture options to build the run's model with
     model: object
-    classes: list[str] | None  # particle class names in label order (None: no config.json beside the weights)
-    normalization: str | None
-    voxel_size: float | None
+    classes: list[str]  # particle class names in label order
+    normalization: str
+    voxel_size: float
     picking: dict | None = None  # its thresholds.json, if any
 
     def has_classes(self, classes: list[str]) -> bool:
-        """Whether ``classes`` (names in label order) are the source's; a source of unknown classes (no
-        config.json) is taken to have them."""
-        return self.classes is None or self.classes == list(classes)
+        """Whether ``classes`` (names in label order) are the source's."""
+        return self.classes == list(classes)
 
 
 def recorded_name(name_or_path: str | os.PathLike) -> str:
@@ -59,27 +58,18 @@ def recorded_name(name_or_path: str | os.PathLike) -> str:
 
 def read_source(name_or_path: str | os.PathLike) -> Source:
     """The trained model ``name_or_path`` (bundled name, run folder or .keras file), checked like predict's."""
-    from keras_ucaps.inference.predict import load_model
     from keras_ucaps.models import ARCHITECTURES
-    from keras_ucaps.pretrained import model_path
+    from keras_ucaps.models.loading import load_trained
 
-    path = model_path(name_or_path)
-    loaded = load_model(path)
+    loaded = load_trained(name_or_path)
     model = loaded.model
     architecture = next((name for name, cls in ARCHITECTURES.items() if type(model) is cls), None)
     if architecture is None:
         raise InputError(name_or_path, f"a {type(model).__name__}: fit starts from a UCaps3D or UNet3D only")
-    config = model.get_config()
-    options = {k: v for k, v in config.items() if k not in NOT_OPTIONS}
-    from keras_ucaps.picking.thresholds import read_thresholds, run_thresholds
-
-    folder = path if path.is_dir() else path.parent
-    has_config = (folder / "config.json").is_file()
-    thresholds = run_thresholds(folder) if has_config else None
+    options = {k: v for k, v in model.get_config().items() if k not in NOT_OPTIONS}
     return Source(given=recorded_name(name_or_path), architecture=architecture, options=options, model=model,
-                  classes=loaded.classes.names if has_config else None,
-                  normalization=loaded.normalization if has_config else None, voxel_size=loaded.voxel_size,
-                  picking=read_thresholds(thresholds) if thresholds is not None else None)
+                  classes=loaded.classes.names, normalization=loaded.normalization, voxel_size=loaded.voxel_size,
+                  picking=loaded.picking)
 
 
 def start_from(name_or_path: str | os.PathLike, info, source: Source | None = None) -> Source:
@@ -105,20 +95,15 @@ def settings_from_source(settings, source: Source, given: frozenset[str]):
 
 
 def check_store(source: Source, info) -> None:
-    """Refuse a store normalised otherwise than the source's patches; warn when its voxel size differs or its
-    classes cannot be compared (no config.json beside a .keras file)."""
-    if source.normalization is not None and info.normalization != source.normalization:
+    """Refuse a store normalised otherwise than the source's patches; warn when its voxel size differs."""
+    if info.normalization != source.normalization:
         from keras_ucaps.data.normalization import METHODS
 
         option = next((k for k, v in METHODS.items() if v == source.normalization), source.normalization)
         raise InputError(info.path, f"patches normalised {info.normalization!r}, but --init-weights "
                                     f"{source.given} was trained on {source.normalization!r} ones: cut them again "
                                     f"with `keras-ucaps patches --normalization {option}`")
-    if source.classes is None:
-        warnings.warn(f"{source.given}: no config.json beside it: its classes are taken to be the store's "
-                      f"({', '.join(info.classes.names)}), in that order", KerasUcapsWarning, stacklevel=2)
-    if source.voxel_size is not None and info.voxel_size is not None \
-            and abs(info.voxel_size / source.voxel_size - 1) > 0.01:
+    if info.voxel_size is not None and abs(info.voxel_size / source.voxel_size - 1) > 0.01:
         warnings.warn(f"{info.path}: patches at {info.voxel_size:g} Å per voxel, --init-weights {source.given} "
                       f"was trained at {source.voxel_size:g} Å: its particle sizes in voxels differ",
                       KerasUcapsWarning, stacklevel=2)
@@ -156,6 +141,6 @@ def copy_weights(model, source: Source, classes: list[str]) -> list[str]:
         ours, weights = mine.get_weights(), theirs.get_weights()
         if [np.shape(w) for w in ours] != [np.shape(w) for w in weights]:
             raise InputError(source.given, f"layer {theirs.name}'s weights do not fit the run's {mine.name}: "
-                                           "trained for other classes? (give its config.json beside it)")
+                                           "not the same architecture")
         mine.set_weights(weights)
     return [model.layers[i].name for i in sorted(fresh)]

@@ -1,0 +1,176 @@
+"""The Python API: a trained model with everything it needs to pick particles.
+
+>>> import keras_ucaps
+>>> picker = keras_ucaps.load("shrec-unet")            # a bundled model, a run folder or a .keras file
+>>> picks = picker.pick("tomo.mrc")                    # doctest: +SKIP
+>>> picks.coords[:3]                                   # x, y, z in voxels of tomo.mrc  # doctest: +SKIP
+>>> maps = picker.predict(volume, voxel_size=10.0)     # a (z, y, x) numpy array  # doctest: +SKIP
+>>> maps["1bxn"].shape, maps.labels.shape              # doctest: +SKIP
+
+A volume is a path (MRC, HDF5 or OME-Zarr; its header gives the voxel size), a
+:class:`~keras_ucaps.io.mrc.Volume`, or a (z, y, x) numpy array with ``voxel_size`` in Å. A tomogram at another
+voxel size than the model's is resampled for prediction and its maps resampled back: maps and picks always
+refer to the grid of the volume given. Coordinates in particle tables are x, y, z in voxels of that grid,
+from the centre of the first voxel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from keras_ucaps.classes import ClassRegistry
+from keras_ucaps.errors import InputError
+from keras_ucaps.io.mrc import Volume
+from keras_ucaps.io.particles import ParticleTable
+from keras_ucaps.models.loading import LoadedModel, load_trained
+from keras_ucaps.picking.maps import PickingSettings
+
+
+def load(model: str | os.PathLike | None = None) -> Picker:
+    """A :class:`Picker` for ``model``: a bundled model's name (``keras-ucaps show models`` lists them; None: the
+    default, ``shrec-unet``), a run folder written by ``keras-ucaps fit``, or a ``.keras`` file saved by it."""
+    return Picker(load_trained(model))
+
+
+@dataclasses.dataclass
+class ProbabilityMaps:
+    """Predicted maps of one tomogram on its own grid.
+
+    Attributes:
+        maps: class name → (z, y, x) probability (float32 in memory, float16 memory maps when read from disk).
+        labels: (z, y, x) int8 argmax label map, 0 background, each class its registry label.
+        classes: the class registry.
+        voxel_size: Å per voxel of the tomogram's grid.
+        name: the tomogram's name in particle tables.
+        folder: where the maps are stored as MRC files (``keras-ucaps pick`` reads them), or None.
+    """
+
+    maps: dict
+    labels: np.ndarray
+    classes: ClassRegistry
+    voxel_size: float
+    name: str
+    folder: Path | None = None
+
+    def __getitem__(self, class_name: str):
+        if class_name not in self.maps:
+            raise KeyError(f"no class {class_name!r} (classes: {', '.join(self.maps)})")
+        return self.maps[class_name]
+
+
+class Picker:
+    """A trained model and what it needs to be used: classes, voxel size, normalisation, tile contract and
+    picking settings. Make one with :func:`load`.
+
+    Attributes:
+        model: the Keras model (``UNet3D`` or ``UCaps3D``).
+        classes: its :class:`~keras_ucaps.classes.ClassRegistry` (names, labels, radii in Å).
+        voxel_size: Å per voxel of its training data.
+        normalization: how tomograms are normalised before prediction.
+        contract: how prediction tiles a tomogram (:class:`~keras_ucaps.models.contract.TileContract`).
+        settings: how maps become picks (:class:`~keras_ucaps.picking.maps.PickingSettings`): per-class score
+            thresholds, fit radius, density weight. Replace it with ``dataclasses.replace`` to pick otherwise.
+    """
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.settings = PickingSettings.from_payload(loaded.picking)
+
+    model = property(lambda self: self.loaded.model)
+    classes = property(lambda self: self.loaded.classes)
+    voxel_size = property(lambda self: self.loaded.voxel_size)
+    normalization = property(lambda self: self.loaded.normalization)
+    contract = property(lambda self: self.loaded.contract)
+
+    def __repr__(self) -> str:
+        return (f"Picker({type(self.model).__name__}, classes {', '.join(self.classes.names)}, "
+                f"{self.voxel_size:g} Å, from {self.loaded.path})")
+
+    def predict(self, volume, *, voxel_size: float | None = None, name: str | None = None, out=None,
+                tta: bool = False, tile: int | None = None, batch_size: int = 1,
+                progress: bool = False) -> ProbabilityMaps:
+        """Per-class probability maps and the label map of ``volume``.
+
+        In memory by default (4 × (classes + 1) bytes a voxel while they are made); with ``out``, a folder,
+        written there as ``keras-ucaps predict`` writes them (NAME_prob_CLASS.mrc, NAME_labels.mrc,
+        classes.json) and returned as memory maps of those files: for tomograms larger than memory.
+        ``tta``: average the eight axis flips (eight times the time); ``tile``: the longest tile side.
+        """
+        from keras_ucaps.inference.predict import predict_in_memory, predict_tomogram
+        from keras_ucaps.io import read_volume
+
+        volume, name = _volume(volume, voxel_size, name)
+        if out is not None:
+            files = predict_tomogram(self.loaded, volume, out, name=name, tta=tta, tile=tile, batch_size=batch_size,
+                                     progress=progress)
+            maps = {c.name: read_volume(files[c.name], mmap=True, check_finite=False).data
+                    for c in self.classes.classes}
+            labels = read_volume(files["labels"], mmap=True, check_finite=False)
+            return ProbabilityMaps(maps, labels.data, self.classes, labels.voxel_size, name, Path(out))
+        probabilities, vs = predict_in_memory(self.loaded, volume, tta=tta, tile=tile, batch_size=batch_size,
+                                              progress=progress)
+        labels = np.argmax(probabilities, axis=-1).astype(np.int8)
+        maps = {c.name: probabilities[..., c.label] for c in self.classes.classes}
+        return ProbabilityMaps(maps, labels, self.classes, vs, name)
+
+    def pick(self, volume, *, voxel_size: float | None = None, name: str | None = None, maps=None,
+             **predict_options) -> ParticleTable:
+        """The particles in ``volume``: x, y, z in voxels of its grid, class, score, tomogram ``name`` (default:
+        the file's stem, else "tomogram"), picked with :attr:`settings`. ``maps``: its
+        :class:`ProbabilityMaps` when predicted already; else it is predicted with ``predict_options``
+        (:meth:`predict`'s ``out``, ``tta``, ``tile``, ``batch_size``, ``progress``)."""
+        from keras_ucaps.picking.maps import pick_from_arrays
+
+        volume, name = _volume(volume, voxel_size, name)
+        if maps is None:
+            maps = self.predict(volume, name=name, **predict_options)
+        elif tuple(maps.labels.shape) != volume.shape:
+            raise InputError("maps", f"maps of shape {tuple(maps.labels.shape)} do not fit the volume {volume.shape}")
+        return pick_from_arrays(maps.labels, maps.maps, self.classes, maps.voxel_size, self.settings,
+                                tomogram=volume.data, name=name)
+
+    def evaluate(self, picks, truth, *, voxel_size: float | None = None, tolerance: float = 0.5,
+                 beta: float = 1.0) -> dict:
+        """Precision, recall and F1 of ``picks`` against ``truth`` (particle tables, or files of any format
+        keras-ucaps reads), matched one-to-one per tomogram and class within ``tolerance`` × the class radius.
+        ``voxel_size``: Å per voxel of the grid their coordinates refer to (default: the model's). Returns
+        ``{"classes": {name: {tp, fp, fn, precision, recall, f1}}, "micro": …, "macro": {precision, recall,
+        f1}, "tomograms": …}``."""
+        from keras_ucaps.evaluation.matching import evaluate_tables
+        from keras_ucaps.io import FormatContext, read_particles
+
+        voxel_size = voxel_size or self.voxel_size
+        context = FormatContext(voxel_size=voxel_size, classes=self.classes)
+        tables = [t if isinstance(t, ParticleTable) else read_particles(t, context=context) for t in (picks, truth)]
+        for table, source in zip(tables, ("picks", "truth"), strict=True):
+            self.classes.check_names(table.class_name, source)
+        return evaluate_tables(tables[1], tables[0], self.classes, voxel_size, tolerance, beta)
+
+
+def _volume(volume, voxel_size: float | None, name: str | None) -> tuple[Volume, str]:
+    """A :class:`Volume` with a voxel size, and its name, from a path, a Volume or a (z, y, x) array."""
+    from keras_ucaps.io import read_volume
+    from keras_ucaps.io.mrc import resolve_voxel_size
+
+    if isinstance(volume, str | os.PathLike):
+        path = Path(volume)
+        volume = read_volume(path)
+        name = name or path.stem
+    elif isinstance(volume, Volume):
+        name = name or (Path(volume.path).stem if volume.path is not None else "tomogram")
+    else:
+        data = np.asarray(volume)
+        if data.ndim != 3:
+            raise InputError("volume", f"expected a (z, y, x) array, got shape {data.shape}")
+        if voxel_size is None:
+            raise InputError("voxel_size", "give the voxel size (Å) of a volume passed as an array")
+        if not np.isfinite(data).all():
+            raise InputError("volume", "holds NaN or Inf voxels")
+        volume = Volume(data, None)
+        name = name or "tomogram"
+    vs = resolve_voxel_size(volume.voxel_size, voxel_size, volume.path or "volume")
+    return dataclasses.replace(volume, voxel_size=vs), name
