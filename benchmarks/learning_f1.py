@@ -3,8 +3,8 @@
     python benchmarks/learning_f1.py RUN [RUN ...] [--epochs 5 10 ...] [--cached] [--work runs/learning_f1]
         [--preset shrec|invitro]
 
-RUN/epochs/NN/ holds the weights after epoch NN (weights_best.keras, config.json and state.json, as
-``tools/snapshot_epochs.sh`` keeps them beside a running fit). For each kept epoch: ``pick`` with no
+RUN/epochs/NN/ holds the model after epoch NN (weights_best.keras, as ``keras-ucaps fit --save-every N`` keeps
+it). For each kept epoch: ``pick`` with no
 thresholds on a tuning tomogram (``simulate --preset`` of ``--preset``, shrec by default; seed 98), ``evaluate
 --model`` writes the threshold per class (the middle of its F1 plateau) into that epoch's folder, then
 ``pick`` with those thresholds on the held-out tomogram (seed 99) and ``evaluate``: precision, recall and F1

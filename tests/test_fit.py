@@ -281,41 +281,6 @@ def test_a_run_killed_in_its_first_epoch_starts_again(tmp_path, store, one_epoch
     assert epochs == [0]
 
 
-def test_a_run_carried_through_the_repository_resumes_where_it_stopped(tmp_path, store, one_epoch_run):
-    """tools/carry_retraining.py: the state it commits (checkpoint weights without their optimizer copy, the
-    optimizer archive, the best model without optimizer) restores into an empty run folder, and fit --resume
-    continues from the carried epoch with the carried weights and optimizer variables."""
-    import shutil
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    import carry_retraining
-
-    run = _copy(one_epoch_run, tmp_path)
-    (run / "epochs" / "01").mkdir(parents=True)
-    (run / "epochs" / "01" / "held_out_scores.json").write_text('{"classes": {}}')
-    carried = carry_retraining.save(run, tmp_path / "carried")
-    assert not (carried / "logs").exists() and not (carried / "weights_last.keras").exists()
-    shutil.rmtree(run)
-    carry_retraining.restore(run, tmp_path / "carried")
-    assert (run / "epochs" / "01" / "held_out_scores.json").read_text() == '{"classes": {}}'
-    restored = keras.saving.load_model(run / "weights_best.keras", compile=False)
-    original = keras.saving.load_model(one_epoch_run / "weights_best.keras", compile=False)
-    for a, b in zip(restored.weights, original.weights, strict=True):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", "--resume", "--normalization", "batch",
-                     "--balance-classes", "--augment-imaging", *FAST)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((run / "checkpoint" / "state.json").read_text())["epoch"] == 2
-    rows = (run / "history.csv").read_text().splitlines()
-    assert [int(line.split(",")[0]) for line in rows[1:]] == [0, 1]
-    assert rows[1] == (one_epoch_run / "history.csv").read_text().splitlines()[1]  # epoch 1 not trained again
-    # the optimizer continued: Adam's step counter carried on from the first epoch's steps
-    saved = np.load(run / "checkpoint" / "optimizer.npz")
-    assert int(saved["arr_0"]) == 4
-
-
 def test_save_every_keeps_every_nth_epochs_model_as_a_folder_models_are_taken_from(tmp_path, one_epoch_run):
     """`fit --save-every N` keeps epochs N, 2N, … (what tools/snapshot_epochs.sh did beside a run): each folder
     is a model that `keras_ucaps.load` and `--model` take; a resumed run may change N."""

@@ -169,33 +169,3 @@ def test_gpu_script_dry_run_on_the_cpu(tmp_path):
     for name in ("shrec-ucaps", "shrec-unet"):
         parts = sorted((tmp_path / "out").glob(f"{name}.tgz.part-*"))
         assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
-
-
-@pytest.mark.slow  # 8-9 minutes on 2 cores alone (measured); its first epoch (XLA compiling) must end in --seconds
-@pytest.mark.parametrize("negatives", [False, True], ids=["plain", "negatives"])
-def test_gpu_retraining_dry_run_on_the_cpu(tmp_path, negatives):
-    """tools/retrain_gpu.sh --cpu: data from the retraining's seeds, the budgeted fit, and what comes back (the
-    carried state without its checkpoint in OUT, the checkpoint's parts for a second call), on JAX's CPU;
-    with --negatives the store also holds a patch around each crowding particle."""
-    import tarfile
-    from pathlib import Path
-
-    import h5py
-
-    root = Path(__file__).resolve().parent.parent
-    out, work = tmp_path / "out", tmp_path / "work"
-    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
-    result = subprocess.run(["bash", str(root / "tools" / "retrain_gpu.sh"), "--cpu", "--seconds", "480",
-                             "--work", str(work), *(["--negatives"] if negatives else [])],
-                            capture_output=True, text=True, env=env, cwd=root)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with h5py.File(work / ("patches32_neg.h5" if negatives else "patches32.h5")) as store:
-        assert bool(store["negative"][()].any()) == negatives
-    settings = json.loads((work / "sim" / "tomo_01_settings.json").read_text())
-    assert settings["seed"] == 1001 and settings["randomized"]  # what `--count 8 --seed 1000` gives tomo_01
-    with tarfile.open(out / "carried.tgz") as carried:
-        names = set(carried.getnames())
-    assert {"ucaps/weights_best.keras", "ucaps/config.json", "ucaps/history.csv"} <= names
-    assert not any(name.startswith("ucaps/checkpoint") for name in names)
-    parts = sorted((work / "back").glob("checkpoint.tgz.part-*"))
-    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)

@@ -270,16 +270,28 @@ def test_pick_predicts_tomograms_with_a_model_first(tmp_path):
     assert "particles" in result.stdout
 
 
-@pytest.mark.parametrize("name, preset", [("shrec-unet", "shrec"), ("shrec-ucaps", "shrec"),
-                                          ("invitro-unet", "invitro")])
-def test_bundled_model_is_verified_and_picks_a_simulated_tomogram(tmp_path, monkeypatch, name, preset):
+@pytest.mark.parametrize("name", ["shrec-unet", "shrec-ucaps", "invitro-unet"])
+def test_bundled_model_is_verified_and_its_export_describes_it(monkeypatch, name):
     from keras_ucaps import pretrained
+    from keras_ucaps.models.loading import load_trained
 
     run = pretrained.pretrained_run(name)
     assert (run / "MODEL_CARD.md").is_file() and (run / "thresholds.json").is_file()
     served = json.loads((pretrained.models_folder().parents[2] / "saved_models" / name / "1" / "assets" /
                          "config.json").read_text())
-    assert served["classes"] == json.loads((run / "config.json").read_text())["classes"]
+    loaded = load_trained(name)
+    assert served["classes"] == loaded.classes.to_dict() == json.loads((run / "config.json").read_text())["classes"]
+    assert served["picking"] == loaded.picking and served["normalization"] == loaded.normalization
+    monkeypatch.setitem(pretrained.REGISTRY, name, ("0" * 64, "tampered"))
+    with pytest.raises(Exception, match="checksum mismatch"):
+        pretrained.pretrained_run(name)
+
+
+# shrec-ucaps picks the README's quickstart tomogram in tests/test_docs_readme.py.
+@pytest.mark.parametrize("name, preset", [("shrec-unet", "shrec"), ("invitro-unet", "invitro")])
+def test_bundled_model_picks_a_simulated_tomogram(tmp_path, name, preset):
+    from keras_ucaps import pretrained
+
     result = run_cli("simulate", "--preset", preset, "--size", "small", "--out", tmp_path / "sim", "--seed", "3")
     assert result.returncode == 0, result.stderr
     model = [] if name == pretrained.DEFAULT else ["--model", name]
@@ -289,9 +301,6 @@ def test_bundled_model_is_verified_and_picks_a_simulated_tomogram(tmp_path, monk
     truth = read_particles(tmp_path / "sim" / "tomo_particles.csv")
     scores = evaluate_tables(truth, picks, ClassRegistry.load(tmp_path / "sim" / "classes.json"), 10.0)
     assert scores["micro"]["f1"] > 0.3  # a trained model, not chance
-    monkeypatch.setitem(pretrained.REGISTRY, name, ("0" * 64, "tampered"))
-    with pytest.raises(Exception, match="checksum mismatch"):
-        pretrained.pretrained_run(name)
 
 
 def test_bundled_model_resamples_a_tomogram_at_another_voxel_size(tmp_path):

@@ -1,23 +1,20 @@
 #!/usr/bin/env bash
-# The one retraining of the bundled shrec models (#14): domain-randomised data, robust normalisation, balanced
-# classes, imaging augmentation. Resumable: run it again (in later sessions) and each fit continues with
-# --resume until EPOCHS. A run folder does not survive the session's machine: before a session ends,
-# `python tools/carry_retraining.py save WORKDIR/unet WORKDIR/ucaps` copies the resumable state into retraining/
-# (committed), and this script restores it on the next machine; the data are made again from their seeds.
+# The recipe of the bundled models (docs/training.md, "Reproducing the bundled models"): domain-randomised data,
+# robust normalisation, balanced classes, imaging augmentation. Resumable: run it again and each fit continues
+# with --resume until EPOCHS; every 5th epoch's model is kept in RUN/epochs/NN/ (fit --save-every), for
+# `python benchmarks/learning_f1.py RUN` (held-out F1 against training time).
 #   8 tomograms 128×256×256 (`simulate --randomize`, seeds 1000-1007) and 2 thicker ones 200×256×256
 #   (seeds 2000-2001), 32³ patches (2 per particle; 2 tomograms for validation);
 #   UNet: 80 steps of 4 per epoch; UCaps (--capsule-init unit): 40 steps of 4 per epoch.
 #   invitro (its own data, WORKDIR/invitro_*): the same recipe on `--preset invitro` (3j9i + 4v4r): 8 randomised
 #   128×256×256 tomograms (seeds 3000-3007) and 2 randomised 200×256×256 (seeds 4000-4001), UNet as above.
 # Usage: bash tools/retrain_bundled.sh [WORKDIR] [ucaps|unet|both|invitro]  (EPOCHS_UNET, EPOCHS_UCAPS, EPOCHS_INVITRO)
-# Beside it, `bash tools/snapshot_epochs.sh WORKDIR/ucaps WORKDIR/unet` keeps every epoch's weights, and
-# `python benchmarks/learning_f1.py WORKDIR/ucaps WORKDIR/unet` scores them held out (F1 against training time).
 set -euo pipefail
 work=${1:-runs/retrain}
 which=${2:-both}
 ku=${KERAS_UCAPS:-keras-ucaps}
 mkdir -p "$work"
-common_fit=(--batch-size 4 --patience 10 --mixed-precision off --balance-classes --augment-imaging)
+common_fit=(--batch-size 4 --patience 10 --mixed-precision off --balance-classes --augment-imaging --save-every 5)
 resume() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 # The training data of one preset: 8 randomised 128×256×256 tomograms, 2 randomised 200-deep ones, 32³ patches.
 # Usage: make_data PRESET SIM_FOLDER SEED THICK_SEED PATCHES
@@ -37,8 +34,6 @@ if [ "$which" = invitro ]; then
 fi
 make_data shrec "$work/sim" 1000 2000 "$work/patches32.h5"
 common=(--data "$work/patches32.h5" "${common_fit[@]}")
-# A new machine has no run folders: continue from the state carried in the repository (retraining/NAME/).
-python3 "$(dirname "$0")/carry_retraining.py" restore "$work/unet" "$work/ucaps"
 if [ "$which" != ucaps ]; then
   # shellcheck disable=SC2046
   $ku fit --model unet --out "$work/unet" --epochs "${EPOCHS_UNET:-20}" --steps-per-epoch 80 \
