@@ -40,15 +40,18 @@ def main():
     info = read_store_info(store)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; store {store}: {len(info.split)} patches of "
           f"{info.patch_size}³, batch {args.batch_size}")
-    for outputs in (("probabilities",), ("probabilities", "reconstruction", "capsule_lengths")):
-        ds = make_dataset(info, info.indices(0), batch_size=args.batch_size, outputs=outputs)
+    from keras_ucaps.models import UCaps3D, UNet3D
+
+    for model in (UNet3D(info.classes.num_classes), UCaps3D(info.classes.num_classes)):
+        outputs = model.training_targets()
+        ds = make_dataset(info, info.indices(0), batch_size=args.batch_size, targets=outputs)
         iterator = iter(ds)
         next(iterator)
         start = time.perf_counter()
         for _ in range(args.batches):
             next(iterator)
         rate = args.batches * args.batch_size / (time.perf_counter() - start)
-        print(f"pipeline for {'UCaps' if len(outputs) > 1 else 'UNet'} targets: {rate:.1f} patches/s")
+        print(f"pipeline for {type(model).__name__}'s targets: {rate:.1f} patches/s")
 
     import keras
     import tensorflow as tf

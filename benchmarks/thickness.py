@@ -5,9 +5,9 @@
 For each depth a `shrec` tomogram (tilt series, the preset's settings, seed --seed, never used in training)
 is simulated twice: at the default SNR 0.1 per projection, and at the tomogram SNR that the first depth's
 tomogram has at SNR 0.1 per projection (`simulate --tomogram-snr`, measured over the particle slab). Each
-bundled model predicts and picks it with its tuned thresholds (`keras-ucaps pick`), scored by
-`keras-ucaps evaluate` (tolerance 0.5 × radius). Prints one Markdown row per model, depth and SNR
-definition: measured tomogram SNR, per-class F1 and macro F1.
+bundled model predicts and picks it with its tuned thresholds and scores the picks (tolerance 0.5 × radius),
+through the Python API (`keras_ucaps.load(model).pick(...)`, `.evaluate(...)`). Prints one Markdown row per
+model, depth and SNR definition: measured tomogram SNR, per-class F1 and macro F1.
 """
 
 import argparse
@@ -33,11 +33,8 @@ def simulate(folder: Path, depth: int, xy: int, seed: int, tomogram_snr: float |
     return folder / "tomo.mrc", settings["measured"]["tomogram_snr"]
 
 
-def score(model: str, tomogram: Path, folder: Path) -> dict:
-    cli("pick", tomogram, "--model", model, "--out", folder / f"{model}.csv")
-    cli("evaluate", tomogram.parent / "tomo_particles.csv", folder / f"{model}.csv", "--classes",
-        tomogram.parent / "classes.json", "--voxel-size", "10", "--json", folder / f"{model}.json")
-    return json.loads((folder / f"{model}.json").read_text())
+def score(picker, tomogram: Path) -> dict:
+    return picker.evaluate(picker.pick(tomogram), tomogram.parent / "tomo_particles.csv")
 
 
 def main():
@@ -60,9 +57,12 @@ def main():
             if depth != args.depths[0]:
                 tomogram, measured = simulate(work / f"t{depth}", depth, args.xy, args.seed, reference)
                 cases.append((depth, f"{reference:.3g} per tomogram", tomogram, measured))
+        import keras_ucaps
+
         for model in args.models:
+            picker = keras_ucaps.load(model)
             for depth, definition, tomogram, measured in cases:
-                report = score(model, tomogram, tomogram.parent)
+                report = score(picker, tomogram)
                 f1 = {name: c["f1"] for name, c in report["classes"].items()}
                 rows.append(f"| {model} | {depth}×{args.xy}×{args.xy} | {definition} | {measured:.3f} | "
                             + " / ".join(f"{v:.2f}" for v in f1.values()) + f" | {report['macro']['f1']:.3f} |")

@@ -3,13 +3,13 @@
     python benchmarks/tta.py [--models shrec-unet shrec-ucaps] [--shape 96 192 192] [--seed 99] [--snr 0.1]
 
 A held-out tomogram is simulated (``--seed`` 99 is never used for training or threshold tuning); each
-model then predicts it with and without ``--tta`` (``keras-ucaps pick`` with the model's thresholds, each
-in its own process) and ``keras-ucaps evaluate`` scores the picks. Prints per model: wall time and F1 per
-class and macro, both ways, as a Markdown table for the README.
+model then predicts and picks it with and without test-time augmentation (``picker.pick(tomogram, tta=...)``
+with the model's picking settings) and scores the picks (``picker.evaluate``). Prints per model: the wall time
+of prediction and picking, and F1 per class and macro, both ways, as a Markdown table for
+benchmarks/RESULTS.md.
 """
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -44,16 +44,15 @@ def main():
               f"{'×'.join(map(str, args.shape))} (z×y×x), seed {args.seed}, SNR {args.snr}")
         print("| model | TTA | wall time | " + " | ".join(["F1 per class", "macro F1"]) + " |")
         print("| --- | --- | --- | --- | --- |")
+        import keras_ucaps as api
+
         for model in args.models:
+            picker = api.load(model)
             for tta in (False, True):
-                picks = folder / f"{model}_{tta}.csv"
                 start = time.perf_counter()
-                keras_ucaps("pick", tomogram, "--model", model, "--out", picks, *(["--tta"] if tta else []))
+                picks = picker.pick(tomogram, tta=tta)
                 seconds = time.perf_counter() - start
-                scores = folder / f"{model}_{tta}.json"
-                keras_ucaps("evaluate", truth, picks, "--classes", folder / "sim" / "classes.json",
-                            "--voxel-size", "10", "--json", scores)
-                result = json.loads(scores.read_text())
+                result = picker.evaluate(picks, truth)
                 per_class = ", ".join(f"{n} {v['f1']:.3f}" for n, v in result["classes"].items())
                 print(f"| {model} | {'8 flips' if tta else 'off'} | {seconds:.0f} s | {per_class} | "
                       f"{result['macro']['f1']:.3f} |", flush=True)

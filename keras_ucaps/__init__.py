@@ -22,7 +22,7 @@ import sys
 
 __version__ = "0.1.0"
 
-_KERAS_MODULES = ("keras_ucaps.layers", "keras_ucaps.models", "keras_ucaps.training.losses",
+_KERAS_MODULES = ("keras_ucaps.layers", "keras_ucaps.models", "keras_ucaps.models.losses",
                   "keras_ucaps.training.metrics")
 _LAZY = {"layers", "models", "io", "data", "classes"}
 _API = {"load": "keras_ucaps.picker", "Picker": "keras_ucaps.picker", "ProbabilityMaps": "keras_ucaps.picker",

@@ -65,7 +65,11 @@ def store(tmp_path_factory):
 def test_both_pipelines_give_the_same_batches_for_the_same_seed(store, balance):
     info = read_store_info(store)
     idx = info.indices(0)
-    common = dict(outputs=("probabilities", "reconstruction", "capsule_lengths"), capsule_stride=8, seed=3,
+    from keras_ucaps.data.targets import BlockPresenceTarget, ImageAndForegroundTarget, LabelTarget
+
+    targets = {"probabilities": LabelTarget(), "reconstruction": ImageAndForegroundTarget(),
+               "capsule_lengths": BlockPresenceTarget(8)}  # UCaps3D's (built without importing the model here)
+    common = dict(targets=targets, seed=3,
                   imaging=balance)  # --augment-imaging too, with --balance-classes
     tf_batches = iter(make_dataset(info, idx, batch_size=3, readers=2, balance=balance, **common))
     steps = 2 + len(idx) // 3  # two Keras epochs run past the end of the first pass over the store

@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ucaps.training.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss, class_weights
+from keras_ucaps.models.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss, class_weights
 
 
 def test_dice_cross_entropy_is_zero_for_a_perfect_prediction_and_grows_with_errors():

@@ -49,3 +49,40 @@ def test_tensorflow_startup_notes_are_dropped_from_standard_error_and_other_line
         capture_output=True, text=True, check=True,
     )
     assert probe.stderr == "Error: x.mrc: no such file\nnote: kept\n"
+
+
+# The package's layers, lowest first: a module imports from its own layer or lower ones (importing the package
+# itself, which registers the Keras objects, is allowed anywhere).
+LAYERS = [
+    {"errors"},
+    {"io", "classes"},  # file formats and the class registry they name
+    {"pretrained"},
+    {"data", "layers"},
+    {"picking"},
+    {"models"},
+    {"serving", "evaluation", "training"},
+    {"inference"},  # prediction, locally or through serving's client
+    {"picker"},  # the Python API
+    {"cli", "__main__"},
+]
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    import ast
+
+    level = {name: i for i, names in enumerate(LAYERS) for name in names}
+    package = ROOT / "keras_ucaps"
+    upward = []
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts == ("__init__",):
+            continue
+        source = parts[0]
+        assert source in level, f"{source}: a top-level module no layer names"
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                if name.startswith("keras_ucaps.") and level[name.split(".")[1]] > level[source]:
+                    upward.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not upward, upward

@@ -306,7 +306,7 @@ def test_bundled_model_picks_a_simulated_tomogram(tmp_path, name, preset):
 def test_bundled_model_resamples_a_tomogram_at_another_voxel_size(tmp_path):
     """A 10 Å tomogram resampled to 8 Å is brought back to the model's 10 Å with a warning; picks come
     back in the tomogram's own voxels and score about as well as on the original."""
-    from keras_ucaps.inference.resample import fourier_resample
+    from keras_ucaps.data.resample import fourier_resample
     from keras_ucaps.io import read_volume
 
     result = run_cli("simulate", "--size", "small", "--out", tmp_path / "sim", "--seed", "3")

@@ -15,8 +15,9 @@ def _store(tmp_path):
 
 def test_batches_are_normalised_augmented_and_aligned(tmp_path):
     info = _store(tmp_path)
-    ds = make_dataset(info, info.indices(0), batch_size=3, outputs=("probabilities", "reconstruction",
-                                                                     "capsule_lengths"), capsule_stride=8)
+    from keras_ucaps.models import UCaps3D
+
+    ds = make_dataset(info, info.indices(0), batch_size=3, targets=UCaps3D(3).training_targets())
     image, targets = next(iter(ds))
     assert image.shape == (3, 32, 32, 32, 1)
     assert targets["probabilities"].shape == (3, 32, 32, 32)
@@ -93,7 +94,7 @@ def test_scaled_labels_follow_the_scaled_image():
 
 
 def test_capsule_targets_mark_every_class_in_a_block():
-    from keras_ucaps.data.pipeline import block_presence
+    from keras_ucaps.data.targets import block_presence
 
     labels = np.zeros((16, 16, 16), np.uint8)
     labels[9, 2, 3] = 2  # one voxel of class 2 in block (1, 0, 0): sampling block centres would miss it

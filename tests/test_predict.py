@@ -121,7 +121,8 @@ def test_maps_written_a_few_planes_at_a_time_equal_maps_written_in_one_piece(tmp
     import json
 
     from keras_ucaps.classes import ClassRegistry
-    from keras_ucaps.inference import predict, resample
+    from keras_ucaps.data import resample
+    from keras_ucaps.inference import predict
     from keras_ucaps.io.diskarray import slabs
     from keras_ucaps.models import build_model
     from keras_ucaps.models.loading import load_trained

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_ucaps.inference.resample import fourier_resample
+from keras_ucaps.data.resample import fourier_resample
 
 
 def _cosine(shape, cycles=(1, 2, 3)):
@@ -37,8 +37,8 @@ def test_mean_is_kept_and_bad_shapes_are_refused():
 def test_maps_come_back_onto_the_grid_fourier_resampling_used():
     from scipy import ndimage
 
+    from keras_ucaps.data.resample import fourier_resample
     from keras_ucaps.inference.predict import onto_tomogram_grid
-    from keras_ucaps.inference.resample import fourier_resample
 
     n, m = 40, 52  # a 13 Å tomogram predicted at 10 Å
     x = np.arange(n)
@@ -56,7 +56,7 @@ def test_out_of_core_resampling_in_thin_slabs_equals_the_in_memory_one(tmp_path,
     """With a scratch folder the volume goes through DiskArray files a few planes at a time, with the same result."""
     import functools
 
-    from keras_ucaps.inference import resample
+    from keras_ucaps.data import resample
     from keras_ucaps.io.diskarray import DiskArray, slabs
 
     noise = np.random.default_rng(2).standard_normal((14, 18, 22)).astype(np.float32)

@@ -78,19 +78,18 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
         source = read_source(init_weights)
         if context.get_parameter_source("architecture") != click.core.ParameterSource.COMMANDLINE:
             architecture = source.architecture  # the options below are checked against it
-    ucaps_options = {"levels": int(levels) if levels else None,
+    given_options = {"levels": int(levels) if levels else None,
                      "encoder_kernel_size": int(encoder_kernel_size) if encoder_kernel_size else None,
-                     "dilation": dilation or None, "capsule_init": capsule_init}
-    options = {k: v for k, v in ucaps_options.items() if v is not None}
-    if options and architecture != "ucaps":
-        raise InputError("--" + next(iter(options)).replace("_", "-"), "applies to --model ucaps only")
-    if normalization:
-        if architecture != "unet":
-            raise InputError("--normalization", "applies to --model unet only")
-        options["normalization"] = normalization
+                     "dilation": dilation or None, "capsule_init": capsule_init, "normalization": normalization,
+                     "filters": filters}
+    options = {k: v for k, v in given_options.items() if v is not None}
+    from keras_ucaps.models import ARCHITECTURES
+
+    for name in options:  # each architecture says which options it takes
+        if name not in ARCHITECTURES[architecture].option_names():
+            owners = [a for a, cls in ARCHITECTURES.items() if name in cls.option_names()]
+            raise InputError("--" + name.replace("_", "-"), f"applies to --model {' or '.join(owners)} only")
     if filters:
-        if architecture != "unet":
-            raise InputError("--filters", "applies to --model unet only")
         try:
             widths = [int(f) for f in filters.split(",")]
         except ValueError:

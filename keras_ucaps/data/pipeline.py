@@ -7,18 +7,11 @@ run's seed, the epoch and the position, so it does not depend on who reads the p
 their targets, in numpy. :func:`make_dataset` (tf.data: readers interleave, each opening the
 h5py file inside its generator) and :class:`PatchBatches` (``keras.utils.PyDataset``, for
 JAX or PyTorch, without TensorFlow) batch the same sequence: for the same seed they yield the
-same batches. Patches arrive z-scored
-with their whole tomogram's mean and standard deviation (the store does it),
-which is exactly how prediction normalises a tomogram before tiling it: so a
-tiled prediction equals a one-pass prediction. Targets are packed per model output:
-
-- ``probabilities``: the label patch (z, y, x), uint8;
-- ``reconstruction`` (UCaps): the z-scored image and a foreground mask, (z, y, x, 2);
-- ``capsule_lengths`` (UCaps): which classes each final capsule's block of
-  (2**levels)³ voxels holds, (z', y', x', C) multi-hot; background is present
-  only in blocks without any particle voxel. (Sampling one voxel per block, as
-  before, missed most 9-voxel particles: the tiny class's capsules then learnt
-  late.)
+same batches. Patches arrive normalised with their whole tomogram's statistics
+(the store does it), which is exactly how prediction normalises a tomogram before
+tiling it: so a tiled prediction equals a one-pass prediction. Targets are made per
+model output by the targets the model names (``model.training_targets()``:
+:mod:`keras_ucaps.data.targets`); the pipeline knows no architecture.
 """
 
 from __future__ import annotations
@@ -94,18 +87,6 @@ def read_store_info(path: str | os.PathLike) -> StoreInfo:
     return info
 
 
-def block_presence(labels: np.ndarray, stride: int, num_classes: int) -> np.ndarray:
-    """(z/s, y/s, x/s, C) float32: 1 where class c occurs in the s³ block, background where no particle does."""
-    d, h, w = (n // stride for n in labels.shape)
-    blocks = np.asarray(labels)[:d * stride, :h * stride, :w * stride].reshape(d, stride, h, stride, w, stride)
-    blocks = blocks.transpose(0, 2, 4, 1, 3, 5).reshape(d, h, w, -1)
-    present = np.zeros((d, h, w, num_classes), dtype=np.float32)
-    for c in range(1, num_classes):
-        present[..., c] = (blocks == c).any(axis=-1)
-    present[..., 0] = 1.0 - present[..., 1:].max(axis=-1, initial=0.0)
-    return present
-
-
 def epoch_order(info: StoreInfo, indices: np.ndarray, seed: int, *, shuffle: bool = True,
                 balance: bool = False) -> np.ndarray:
     """The patches one epoch visits, in order.
@@ -142,9 +123,8 @@ class PatchStream:
     Args:
         info: the store.
         indices: the patches to draw from.
-        outputs: the model's outputs to make targets for (``probabilities``, ``reconstruction``,
-            ``capsule_lengths``).
-        capsule_stride: voxels per final capsule along each axis (UCaps).
+        targets: model output name → its target (:mod:`keras_ucaps.data.targets`), as
+            ``model.training_targets()`` gives them (default: the class labels of ``probabilities``).
         shuffle, balance: how an epoch orders its patches (:func:`epoch_order`).
         augment: apply :func:`keras_ucaps.data.augment.augment`.
         imaging: also apply :func:`keras_ucaps.data.augment.imaging` (with ``augment``).
@@ -154,11 +134,12 @@ class PatchStream:
     store-epoch ``e`` is :meth:`prepare` applied to :meth:`read` (e, position).
     """
 
-    def __init__(self, info: StoreInfo, indices, *, outputs=("probabilities",), capsule_stride: int = 8,
-                 shuffle: bool = True, augment: bool = True, seed: int = 0, balance: bool = False,
-                 imaging: bool = False):
+    def __init__(self, info: StoreInfo, indices, *, targets: dict | None = None, shuffle: bool = True,
+                 augment: bool = True, seed: int = 0, balance: bool = False, imaging: bool = False):
+        from keras_ucaps.data.targets import LabelTarget
+
         self.info, self.indices = info, np.asarray(indices, dtype=np.int64)
-        self.outputs, self.capsule_stride = tuple(outputs), int(capsule_stride)
+        self.targets = dict(targets or {"probabilities": LabelTarget()})
         self.shuffle, self.augment, self.seed, self.balance = shuffle, augment, int(seed), balance
         self.imaging = imaging
         self._orders: dict[int, np.ndarray] = {}
@@ -196,11 +177,8 @@ class PatchStream:
             image, labels = augment(image, labels, rng)
             if self.imaging:
                 image, labels = imaging(image, labels, rng)
-        targets = {"probabilities": np.asarray(labels, dtype=np.uint8)}
-        if "reconstruction" in self.outputs:
-            targets["reconstruction"] = np.stack([image, (labels > 0).astype(np.float32)], axis=-1)
-        if "capsule_lengths" in self.outputs:
-            targets["capsule_lengths"] = block_presence(labels, self.capsule_stride, self.info.classes.num_classes)
+        num_classes = self.info.classes.num_classes
+        targets = {name: target.make(image, labels, num_classes) for name, target in self.targets.items()}
         return image[..., None], targets
 
     def epoch(self, epoch: int, shard: int = 0, shards: int = 1):
@@ -219,12 +197,7 @@ class PatchStream:
         import tensorflow as tf
 
         size, num_classes = self.info.patch_size, self.info.classes.num_classes
-        targets = {"probabilities": tf.TensorSpec((size,) * 3, tf.uint8)}
-        if "reconstruction" in self.outputs:
-            targets["reconstruction"] = tf.TensorSpec((size,) * 3 + (2,), tf.float32)
-        if "capsule_lengths" in self.outputs:
-            side = size // self.capsule_stride
-            targets["capsule_lengths"] = tf.TensorSpec((side,) * 3 + (num_classes,), tf.float32)
+        targets = {name: tf.TensorSpec(*target.spec(size, num_classes)) for name, target in self.targets.items()}
         return tf.TensorSpec((size,) * 3 + (1,), tf.float32), targets
 
 
@@ -233,8 +206,7 @@ def make_dataset(
     indices: np.ndarray,
     *,
     batch_size: int,
-    outputs: tuple[str, ...] = ("probabilities",),
-    capsule_stride: int = 8,
+    targets: dict | None = None,
     shuffle: bool = True,
     augment: bool = True,
     repeat: bool = True,
@@ -251,7 +223,7 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    stream = PatchStream(info, indices, outputs=outputs, capsule_stride=capsule_stride, shuffle=shuffle,
+    stream = PatchStream(info, indices, targets=targets, shuffle=shuffle,
                          augment=augment, seed=seed, balance=balance, imaging=imaging)
     readers = max(1, min(readers, len(stream)))
     signature = stream.signature()

@@ -300,7 +300,7 @@ def _at_another_voxel_size(settings: SimulationSettings, name: str) -> Simulatio
     the ``shape`` grid (Fourier resampling; labels by nearest voxel) and the particles into its voxels."""
     from scipy import ndimage
 
-    from keras_ucaps.inference.resample import fourier_resample
+    from keras_ucaps.data.resample import fourier_resample
 
     scale = settings.voxel_size_scale
     inner_shape = tuple(max(8, int(round(n / scale))) for n in settings.shape)

@@ -1,4 +1,5 @@
-"""Sphere label maps: the training targets made from a particle table.
+"""Training targets: sphere label maps made from a particle table, and what each model output is trained
+against (:class:`LabelTarget`, :class:`ImageAndForegroundTarget`, :class:`BlockPresenceTarget`).
 
 Each particle becomes a ball of its class's radius, labelled with the class's
 label id; background is 0. Where balls overlap, a voxel belongs to the nearest
@@ -8,6 +9,8 @@ volume's border are clipped. Centres must lie inside the volume:
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -80,3 +83,57 @@ def sphere_targets(
         labels[box][wins] = classes.label(name)
         nearest[box][wins] = dist2[wins]
     return labels
+
+
+# --- Training targets: what each model output is trained against, made from a patch and its labels. ---
+# An architecture names its targets (``model.training_targets()``); the pipeline makes them without knowing
+# which model asked.
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelTarget:
+    """The label patch, (z, y, x) uint8: for per-voxel class probabilities."""
+
+    def make(self, image: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        return np.asarray(labels, dtype=np.uint8)
+
+    def spec(self, patch_size: int, num_classes: int) -> tuple[tuple[int, ...], str]:
+        return (patch_size,) * 3, "uint8"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageAndForegroundTarget:
+    """The (augmented) image and its foreground mask, (z, y, x, 2) float32: for a reconstruction of the
+    particles."""
+
+    def make(self, image: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        return np.stack([image, (labels > 0).astype(np.float32)], axis=-1)
+
+    def spec(self, patch_size: int, num_classes: int) -> tuple[tuple[int, ...], str]:
+        return (patch_size,) * 3 + (2,), "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockPresenceTarget:
+    """Which classes each ``stride``³ block holds, (z/s, y/s, x/s, C) multi-hot float32; background only
+    where no particle voxel is (sampling one voxel per block missed most 9-voxel particles)."""
+
+    stride: int
+
+    def make(self, image: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        return block_presence(labels, self.stride, num_classes)
+
+    def spec(self, patch_size: int, num_classes: int) -> tuple[tuple[int, ...], str]:
+        return (patch_size // self.stride,) * 3 + (num_classes,), "float32"
+
+
+def block_presence(labels: np.ndarray, stride: int, num_classes: int) -> np.ndarray:
+    """(z/s, y/s, x/s, C) float32: 1 where class c occurs in the s³ block, background where no particle does."""
+    d, h, w = (n // stride for n in labels.shape)
+    blocks = np.asarray(labels)[:d * stride, :h * stride, :w * stride].reshape(d, stride, h, stride, w, stride)
+    blocks = blocks.transpose(0, 2, 4, 1, 3, 5).reshape(d, h, w, -1)
+    present = np.zeros((d, h, w, num_classes), dtype=np.float32)
+    for c in range(1, num_classes):
+        present[..., c] = (blocks == c).any(axis=-1)
+    present[..., 0] = 1.0 - present[..., 1:].max(axis=-1, initial=0.0)
+    return present

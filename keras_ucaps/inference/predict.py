@@ -295,7 +295,7 @@ def _predict_on_disk(loaded: LoadedModel, volume: Volume, vs: float, staging: Pa
                      batch_size: int, progress: bool):
     """The blended probabilities on the model's grid, (z, y, x, class), as an on-disk array in ``staging``:
     everything the size of the tomogram lives there (the resampled tomogram, the sums, the TTA average)."""
-    from keras_ucaps.inference.resample import fourier_resample
+    from keras_ucaps.data.resample import fourier_resample
 
     grid = layout["grid"]
     data = fourier_resample(volume.data, grid, scratch=staging) if layout["rescale"] else volume.data

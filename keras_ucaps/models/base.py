@@ -1,6 +1,9 @@
-"""What every keras-ucaps architecture shares: the metadata it carries, and loading a bundled preset."""
+"""What every keras-ucaps architecture shares: the metadata it carries, what it is trained against, its options,
+and loading a bundled preset."""
 
 from __future__ import annotations
+
+import inspect
 
 import keras
 
@@ -12,9 +15,11 @@ class TomogramModel(keras.Model):
     """A functional Keras model over (batch, z, y, x, channels) tomogram patches that carries its
     :class:`~keras_ucaps.models.metadata.ModelMetadata` in its config (``metadata``: None until trained).
 
-    Subclasses build their graph in ``__init__``, pass ``**kwargs`` on (``metadata`` among them), state their
-    :class:`~keras_ucaps.models.contract.TileContract` in ``contract_of`` and their architecture options in
-    ``architecture_config``.
+    Subclasses build their graph in ``__init__``, pass ``**kwargs`` on (``metadata`` among them), and state
+    what the rest of the package asks of an architecture: its :class:`~keras_ucaps.models.contract.TileContract`
+    (``contract_of``), its options (``architecture_config``), and what each output is trained against
+    (``training_targets``, ``training_losses``). Training and the data pipeline never test an architecture's
+    name.
     """
 
     def __init__(self, inputs, outputs, *, metadata: ModelMetadata | dict | None = None, **kwargs):
@@ -38,6 +43,22 @@ class TomogramModel(keras.Model):
 
     def architecture_config(self) -> dict:
         """The constructor arguments that define the architecture (no name, metadata or dtype)."""
+        raise NotImplementedError
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The architecture options its constructor takes (``num_classes`` aside)."""
+        parameters = inspect.signature(cls.__init__).parameters
+        return tuple(name for name, p in parameters.items()
+                     if name not in ("self", "num_classes") and p.kind is p.POSITIONAL_OR_KEYWORD)
+
+    def training_targets(self) -> dict:
+        """Output name → the target it is trained against (:mod:`keras_ucaps.data.targets`)."""
+        raise NotImplementedError
+
+    def training_losses(self, class_weights, loss_weights: dict | None = None, **options) -> tuple[dict, dict]:
+        """(output name → Keras loss, output name → its weight in the total loss) for training on patches whose
+        classes are weighted by ``class_weights``; ``loss_weights`` overrides the architecture's weights."""
         raise NotImplementedError
 
     def get_config(self):

@@ -168,6 +168,29 @@ class UCaps3D(TomogramModel):
         """Voxels per final capsule along each axis: the block that ``capsule_lengths`` scores."""
         return 2**self.levels
 
+    LOSS_WEIGHTS = {"probabilities": 1.0, "capsule_lengths": 1.0, "reconstruction": 0.1}
+
+    def training_targets(self) -> dict:
+        """Probabilities against the label patch, the class capsules' lengths against which classes each
+        capsule's block holds, the reconstruction against the image and its foreground."""
+        from keras_ucaps.data.targets import BlockPresenceTarget, ImageAndForegroundTarget, LabelTarget
+
+        return {"probabilities": LabelTarget(), "reconstruction": ImageAndForegroundTarget(),
+                "capsule_lengths": BlockPresenceTarget(self.capsule_stride)}
+
+    def training_losses(self, class_weights, loss_weights: dict | None = None, reconstruction: str = "mse",
+                        **options) -> tuple[dict, dict]:
+        """Dice plus class-weighted cross-entropy on the probabilities, the margin loss on the class capsules'
+        lengths, and the reconstruction loss (``reconstruction``: "mse" or "bce") on foreground voxels;
+        weighted 1, 1 and 0.1 unless ``loss_weights`` says otherwise."""
+        from keras_ucaps.models.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss
+
+        losses = {"probabilities": DiceCrossEntropy(self.num_classes, class_weights=class_weights),
+                  "capsule_lengths": MarginLoss(self.num_classes),
+                  "reconstruction": ReconstructionLoss(reconstruction)}
+        weights = {k: float((loss_weights or {}).get(k, self.LOSS_WEIGHTS[k])) for k in losses}
+        return losses, weights
+
     @classmethod
     def contract_of(cls, config: dict, patch_size: int) -> TileContract:
         """Instance normalisation in the feature extractor and decoder couples every output to the whole

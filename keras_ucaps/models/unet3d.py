@@ -101,6 +101,20 @@ class UNet3D(TomogramModel):
     def patch_multiple(self) -> int:
         return 2 ** (len(self.filters) - 1)
 
+    def training_targets(self) -> dict:
+        """Its probabilities against the label patch."""
+        from keras_ucaps.data.targets import LabelTarget
+
+        return {"probabilities": LabelTarget()}
+
+    def training_losses(self, class_weights, loss_weights: dict | None = None, **options) -> tuple[dict, dict]:
+        """Dice plus class-weighted cross-entropy on the probabilities."""
+        from keras_ucaps.models.losses import DiceCrossEntropy
+
+        weight = float((loss_weights or {}).get("probabilities", 1.0))
+        return ({"probabilities": DiceCrossEntropy(self.num_classes, class_weights=class_weights)},
+                {"probabilities": weight})
+
     @classmethod
     def contract_of(cls, config: dict, patch_size: int) -> TileContract:
         """Local without normalisation or with batch normalisation (an affine map at inference); with

@@ -350,9 +350,9 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
 
     from keras_ucaps.data.pipeline import make_dataset, read_store_info
     from keras_ucaps.models import build_model
+    from keras_ucaps.models.losses import class_weights
     from keras_ucaps.models.metadata import ModelMetadata
     from keras_ucaps.training.callbacks import HistoryLogger, RunCheckpoint, StepTimer, schedule_callbacks
-    from keras_ucaps.training.losses import DiceCrossEntropy, MarginLoss, ReconstructionLoss, class_weights
     from keras_ucaps.training.metrics import ClassDice
     from keras_ucaps.training.warm_start import copy_weights, picking_from_source, settings_from_source, start_from
 
@@ -411,12 +411,9 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         model = build_model(settings.model, num_classes, **settings.model_options)
         if info.patch_size % model.patch_multiple:
             raise InputError(info.path, f"patch size {info.patch_size} is not a multiple of {model.patch_multiple}")
-        outputs = tuple(model.output.keys()) if isinstance(model.output, dict) else ("probabilities",)
-        losses = {"probabilities": DiceCrossEntropy(num_classes, class_weights=weights)}
-        if "capsule_lengths" in outputs:
-            losses["capsule_lengths"] = MarginLoss(num_classes)
-            losses["reconstruction"] = ReconstructionLoss(settings.reconstruction)
-        loss_weights = {k: float(settings.loss_weights.get(k, 1.0)) for k in losses}
+        targets = model.training_targets()
+        losses, loss_weights = model.training_losses(weights, settings.loss_weights,
+                                                     reconstruction=settings.reconstruction)
         metrics = {"probabilities": [ClassDice(c.label, num_classes, name=f"dice_{c.name}")
                                      for c in info.classes.classes]}
         model.compile(
@@ -456,8 +453,7 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         RunCheckpoint.restore(out, model)
         trim_history(out / "history.csv", state["epoch"])
 
-    stride = model.capsule_stride if "capsule_lengths" in outputs else 1
-    common = dict(outputs=outputs, capsule_stride=stride, seed=settings.seed)
+    common = dict(targets=targets, seed=settings.seed)
     steps = settings.steps_per_epoch or max(1, len(train_idx) // settings.batch_size)
     validation_steps = settings.validation_steps or -(-len(val_idx) // settings.batch_size)
     initial_epoch = state["epoch"] if state else 0
