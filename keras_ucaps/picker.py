@@ -76,9 +76,10 @@ class Picker:
             thresholds, fit radius, density weight. Replace it with ``dataclasses.replace`` to pick otherwise.
     """
 
-    def __init__(self, loaded: LoadedModel):
+    def __init__(self, loaded: LoadedModel, settings: PickingSettings | None = None):
         self.loaded = loaded
-        self.settings = PickingSettings.from_payload(loaded.picking)
+        self.settings = settings or PickingSettings.from_payload(loaded.picking)
+        self.tolerance = float((loaded.picking or {}).get("tolerance", 0.5))
 
     model = property(lambda self: self.loaded.model)
     classes = property(lambda self: self.loaded.classes)
@@ -149,6 +150,46 @@ class Picker:
         for table, source in zip(tables, ("picks", "truth"), strict=True):
             self.classes.check_names(table.class_name, source)
         return evaluate_tables(tables[1], tables[0], self.classes, voxel_size, tolerance, beta)
+
+
+    def tune(self, volumes, truths, *, voxel_size: float | None = None, tolerance: float = 0.5,
+             **predict_options) -> dict:
+        """Tune the per-class score thresholds on annotated tomograms, as ``keras-ucaps evaluate --model``
+        does: each of ``volumes`` is picked without thresholds (with the other :attr:`settings`), the picks are
+        pooled and matched to ``truths`` (tables or files, naming the tomograms as the volumes are named: by
+        file stem), and each class gets the middle of its F1 plateau. Sets :attr:`settings`' thresholds and
+        returns them; :meth:`save_settings` writes them beside a model."""
+        from keras_ucaps.evaluation.matching import threshold_sweep
+        from keras_ucaps.io import FormatContext, read_particles
+
+        untuned = dataclasses.replace(self.settings, thresholds={})
+        tables, sizes = [], set()
+        for given in volumes:
+            volume, name = _volume(given, voxel_size, None)
+            maps = self.predict(volume, name=name, **predict_options)
+            tables.append(Picker(self.loaded, untuned).pick(volume, name=name, maps=maps))
+            sizes.add(round(maps.voxel_size, 3))
+        if len(sizes) != 1:
+            raise InputError("volumes", f"tomograms at several voxel sizes ({', '.join(map(str, sorted(sizes)))} Å): "
+                                        "tune on tomograms of one voxel size")
+        size = sizes.pop()
+        context = FormatContext(voxel_size=size, classes=self.classes)
+        truth = ParticleTable.concat([t if isinstance(t, ParticleTable) else read_particles(t, context=context)
+                                      for t in truths])
+        sweep = threshold_sweep(truth, ParticleTable.concat(tables), self.classes, size, tolerance)
+        thresholds = {n: r["tuned_threshold"] for n, r in sweep.items() if r["tuned_threshold"] is not None}
+        self.settings = dataclasses.replace(self.settings, thresholds=thresholds)
+        self.tolerance = tolerance
+        return thresholds
+
+    def save_settings(self, folder) -> Path:
+        """Write :attr:`settings` (thresholds, fit radius, density weight) into ``folder/thresholds.json``, which
+        ``keras-ucaps pick --model FOLDER`` and :func:`load` read beside the folder's model."""
+        from keras_ucaps.picking.thresholds import write_thresholds
+
+        return write_thresholds(folder, {"tolerance": self.tolerance, "thresholds": dict(self.settings.thresholds),
+                                         "fit_radius": self.settings.fit_radius,
+                                         "density_weight": self.settings.density_weight})
 
 
 def _volume(volume, voxel_size: float | None, name: str | None) -> tuple[Volume, str]:

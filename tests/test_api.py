@@ -144,3 +144,27 @@ def test_metadata_survives_config_and_keras_file_round_trips(tmp_path, architect
         ModelMetadata.from_dict({**metadata.to_dict(), "voxel_size": None})
     with pytest.raises(InputError, match="unknown normalization"):
         ModelMetadata.from_dict({**metadata.to_dict(), "normalization": "per-patch"})
+
+
+def test_tuned_thresholds_do_not_lower_the_tuning_tomograms_f1_and_are_saved_for_pick(simulation, tmp_path):
+    """Picker.tune does what `evaluate --model` does, in the library: pick without thresholds, pool, and keep
+    each class's plateau threshold; save_settings writes them where `pick --model` and load() read them."""
+    import dataclasses
+
+    import keras_ucaps
+    from keras_ucaps.picking.thresholds import read_thresholds
+
+    picker = keras_ucaps.load("shrec-unet")
+    truth = simulation / "tomo_particles.csv"
+    maps = picker.predict(simulation / "tomo.mrc")
+    untuned = dataclasses.replace(picker.settings, thresholds={})
+    before = picker.evaluate(keras_ucaps.Picker(picker.loaded, untuned).pick(simulation / "tomo.mrc", maps=maps),
+                             truth)["macro"]["f1"]
+    thresholds = picker.tune([simulation / "tomo.mrc"], [truth])
+    assert set(thresholds) <= {"4v94", "1bxn", "3gl1"} and all(0 <= t <= 1 for t in thresholds.values())
+    assert picker.settings.thresholds == thresholds
+    after = picker.evaluate(picker.pick(simulation / "tomo.mrc", maps=maps), truth)["macro"]["f1"]
+    assert after >= before - 1e-9
+    path = picker.save_settings(tmp_path)
+    saved = read_thresholds(path)
+    assert saved["thresholds"] == thresholds and saved["fit_radius"] == picker.settings.fit_radius

@@ -287,8 +287,9 @@ def test_bundled_model_is_verified_and_its_export_describes_it(monkeypatch, name
         pretrained.pretrained_run(name)
 
 
-# shrec-ucaps picks the README's quickstart tomogram in tests/test_docs_readme.py.
-@pytest.mark.parametrize("name, preset", [("shrec-unet", "shrec"), ("invitro-unet", "invitro")])
+# shrec-ucaps picks the README's quickstart tomogram in tests/test_docs_readme.py, shrec-unet the one of
+# tests/test_api.py (macro F1 above 0.6).
+@pytest.mark.parametrize("name, preset", [("invitro-unet", "invitro")])
 def test_bundled_model_picks_a_simulated_tomogram(tmp_path, name, preset):
     from keras_ucaps import pretrained
 

@@ -148,7 +148,9 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
             payload["fit_radius"] = fit_radius
         if density_weight is not None:
             payload["density_weight"] = density_weight
-        write_json(Path(model_dir) / "thresholds.json", payload)
+        from keras_ucaps.picking.thresholds import write_thresholds
+
+        write_thresholds(model_dir, payload)
         click.echo(f"wrote {Path(model_dir) / 'thresholds.json'}")
     if report_path is not None:
         from keras_ucaps.evaluation.report import render_report

@@ -16,12 +16,27 @@ def run_thresholds(run: Path | None) -> Path | None:
 
 def read_thresholds(path: Path) -> dict:
     """A thresholds.json, checked: per-class thresholds, and the fit radius its picks were made with (if any)."""
+    from keras_ucaps.io.jsonfile import read_json
+
+    return checked(read_json(path), path)
+
+
+def write_thresholds(folder: Path, payload: dict) -> Path:
+    """Write ``folder/thresholds.json`` (atomically), checked as :func:`read_thresholds` checks it: the one
+    writer of picking settings (``evaluate --model``, ``fit --init-weights``, ``Picker.save_settings``)."""
+    from keras_ucaps.io.jsonfile import write_json
+
+    path = Path(folder) / "thresholds.json"
+    write_json(path, checked(payload, path))
+    return path
+
+
+def checked(payload, path) -> dict:
+    """``payload`` if it is a thresholds file's content, else an :class:`InputError` naming ``path``."""
     import numpy as np
 
     from keras_ucaps.errors import InputError
-    from keras_ucaps.io.jsonfile import read_json
 
-    payload = read_json(path)
     if not isinstance(payload, dict) or not isinstance(payload.get("thresholds"), dict):
         raise InputError(path, "not a thresholds file (no 'thresholds' mapping)")
     for name, value in payload["thresholds"].items():

@@ -443,7 +443,9 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         (out / "history.csv").unlink(missing_ok=True)
         write_json(out / "config.json", config)
         if picking is not None:
-            write_json(out / "thresholds.json", picking)
+            from keras_ucaps.picking.thresholds import write_thresholds
+
+            write_thresholds(out, picking)
             if verbose:
                 print(f"picks as {source.given} did (fit radius {picking.get('fit_radius', 1.0):g}, density weight "
                       f"{picking.get('density_weight', 0.0):g}, "
