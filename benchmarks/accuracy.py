@@ -4,15 +4,16 @@
         --deepfinder-python DFVENV/bin/python [--preset shrec] [--shape 128 256 256] [--seed 99]
 
 A tomogram is simulated with --seed (default 99; never used for training or threshold tuning) at the
-preset's SNR (0.1 per projection). Then, each in its own process:
+preset's SNR (0.1 per projection). Then:
 
-- our models: ``keras-ucaps predict`` then ``pick`` with the run's thresholds.json (tuned on another
-  simulated tomogram by ``keras-ucaps evaluate --model``), scored by ``keras-ucaps evaluate``;
+- our models, through the Python API: ``keras_ucaps.load(RUN).pick(tomogram)`` with the run's picking settings
+  (thresholds tuned on another simulated tomogram), scored by ``evaluate``;
 - DeepFinder 0.2.1 (its own venv, benchmarks/deepfinder_venv.sh) with weights trained by
   benchmarks/deepfinder_train.py: its ``Segment`` (160³ patches, shrunk to fit the volume) and its
   ``Cluster`` (MeanShift, bandwidth 5 voxels as in its SHREC example; cluster size is the score, every
-  cluster kept), and, separately, its probability maps picked by our ``pick`` (no thresholds), so the
-  network and the picker can be told apart. --no-deepfinder-cluster skips MeanShift (slow).
+  cluster kept), in its own process, and, separately, its probability maps picked by our picker
+  (:func:`keras_ucaps.picking.maps.pick_from_maps`, no thresholds), so the network and the picker can be told
+  apart. --no-deepfinder-cluster skips MeanShift (slow).
 
 Printed per method and class: precision, recall and F1 at the method's own thresholds, and the best F1
 over all score thresholds (the oracle column: the fair one for methods without tuned thresholds).
@@ -29,7 +30,7 @@ thresholds tuned again are scored without predicting again.
     python benchmarks/accuracy.py --seeds 99 100 101 102 --models shrec-unet,shrec-ucaps [--tile N] [--overlap N]
 
 In distribution over several held-out seeds (never used for training or tuning; 95-98 tune the bundled
-thresholds, tools/tune_thresholds.sh): macro F1 per seed, mean ± standard deviation, per-class means.
+thresholds, tools/tune_thresholds.py): macro F1 per seed, mean ± standard deviation, per-class means.
 --tile and --overlap pass predict's.
 """
 
@@ -45,8 +46,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from predict_speed import cli, timed, working_folder  # noqa: E402
 
-from keras_ucaps.picking.thresholds import run_thresholds  # noqa: E402
-from keras_ucaps.pretrained import model_path  # noqa: E402
+from keras_ucaps.classes import ClassRegistry  # noqa: E402
+from keras_ucaps.evaluation.matching import evaluate_tables, threshold_sweep  # noqa: E402
+from keras_ucaps.io import read_particles, write_particles  # noqa: E402
 
 DEEPFINDER = r"""
 import sys, time, json, csv
@@ -80,10 +82,13 @@ print(json.dumps({"predict_s": predict_s, "cluster_s": cluster_s}))
 """
 
 
-def evaluate(work, truth, picks, name, voxel_size, env):
-    out = work / f"{name}_scores.json"
-    timed(cli("evaluate", truth, picks, "--voxel-size", voxel_size, "--json", out), env=env)
-    result = json.loads(out.read_text())
+def evaluate(work, truth, picks, name, classes, voxel_size=10.0):
+    """Per-class scores of the ``picks`` table against the ``truth`` file (tomogram ``tomo``) and the best F1
+    over score thresholds, as ``keras-ucaps evaluate`` gives them; also written to WORK/NAME_scores.json."""
+    truth = read_particles(truth)
+    result = evaluate_tables(truth, picks, classes, voxel_size)
+    result["thresholds"] = threshold_sweep(truth, picks, classes, voxel_size)
+    (work / f"{name}_scores.json").write_text(json.dumps(result, indent=2))
     tomo = result["tomograms"]["tomo"]
     return {c: {**tomo[c], "best_f1": result["thresholds"][c]["best_f1"]} for c in result["classes"]}
 
@@ -122,18 +127,24 @@ def _slug(text):
     return "".join(c if c.isascii() and c.isalnum() else "_" for c in text)
 
 
-def pick_and_score(folder, model, env, predict_options=()):
-    """Per-class scores of ``model`` (bundled name or run folder) on FOLDER/tomo.mrc, picked with its own
-    thresholds.json as `pick TOMO --model MODEL` takes them. Its maps are kept in FOLDER/NAME_maps, so thresholds
-    tuned again re-pick without predicting again; ``predict_options`` change the maps' folder name with them."""
-    name = maps_name(model, predict_options)
-    maps, picks = folder / f"{name}_maps", folder / f"{name}_picks.csv"
-    if not (maps / "tomo_labels.mrc").is_file():
-        timed(cli("predict", model, folder / "tomo.mrc", "--out", maps, *predict_options), env=env)
-    thresholds = run_thresholds(model_path(model))
-    timed(cli("pick", maps / "tomo_labels.mrc", "--tomogram", folder / "tomo.mrc", "--out", picks,
-              *(["--thresholds", thresholds] if thresholds is not None else [])), env=env)
-    return evaluate(folder, folder / "tomo_particles.csv", picks, name, 10, env)
+def pick_and_score(folder, model, tile=None, overlap=None):
+    """Per-class scores of ``model`` (bundled name or run folder) on FOLDER/tomo.mrc, picked with its own picking
+    settings (``keras_ucaps.load(model)``). Its maps are kept in FOLDER/NAME_maps, so thresholds tuned again
+    re-pick without predicting again; ``tile`` and ``overlap`` (predict's) change the maps' folder name."""
+    import keras_ucaps
+    from keras_ucaps.picker import ProbabilityMaps
+
+    options = [*(["--tile", tile] if tile is not None else []),
+               *(["--overlap", overlap] if overlap is not None else [])]
+    name = maps_name(model, options)
+    picker, tomogram, folder_maps = keras_ucaps.load(model), folder / "tomo.mrc", folder / f"{name}_maps"
+    if (folder_maps / "tomo_labels.mrc").is_file():
+        maps = ProbabilityMaps.read(folder_maps, "tomo")
+    else:
+        maps = picker.predict(tomogram, out=folder_maps, tile=tile, overlap=overlap)
+    picks = picker.pick(tomogram, maps=maps)
+    write_particles(picks, folder / f"{name}_picks.csv")
+    return evaluate(folder, folder / "tomo_particles.csv", picks, name, picker.classes)
 
 
 def heldout_seeds(args, work, env):
@@ -144,7 +155,7 @@ def heldout_seeds(args, work, env):
     z, y, x = args.shape
     models = [m for m in args.models.split(",") if m]
     options = [*(["--tile", args.tile] if args.tile is not None else []),
-               *(["--overlap", args.overlap] if args.overlap is not None else [])]
+               *(["--overlap", args.overlap] if args.overlap is not None else [])]  # as printed
     table = {}
     for seed in args.seeds:
         folder = work / f"seed{seed}"
@@ -153,7 +164,7 @@ def heldout_seeds(args, work, env):
                   env=env)
         for model in models:
             start = time.perf_counter()
-            scores = pick_and_score(folder, model, env, options)
+            scores = pick_and_score(folder, model, args.tile, args.overlap)
             table.setdefault(model, {})[seed] = scores
             f1 = {c: round(v["f1"], 3) for c, v in scores.items()}
             print(f"{model} | seed {seed} | macro F1 {sum(f1.values()) / len(f1):.3f} | {f1} | "
@@ -186,7 +197,7 @@ def shifted(args, work, env):
             timed(cli("simulate", "--preset", args.preset, "--shape", *shape, "--seed", args.seed, "--out", folder,
                       *([] if options == "thick" else options)), env=env)
         for model in models:
-            scores = pick_and_score(folder, model, env)
+            scores = pick_and_score(folder, model)
             table.setdefault(model, {})[shift] = scores
             f1 = {c: round(v["f1"], 3) for c, v in scores.items()}
             print(f"{model} | {shift} | macro F1 {sum(f1.values()) / len(f1):.3f} | {f1}", flush=True)
@@ -240,16 +251,15 @@ def main():
     print("| method | " + " | ".join(f"{c}: P / R / F1 (best F1)" for c in classes) + " | macro F1 (best) |")
     print("| --- |" + " --- |" * (len(classes) + 1))
     results = {}
+    import keras_ucaps
+
+    registry = ClassRegistry.load(sim / "classes.json")
     for name, run in (("UNet", args.unet), ("UCaps", args.ucaps)):
         if run is None:
             continue
-        maps = work / name.lower()
-        timed(cli("predict", run, tomo, "--out", maps), env=env)
-        thresholds = Path(run) / "thresholds.json"
-        extra = ["--thresholds", thresholds] if thresholds.is_file() else []
-        timed(cli("pick", maps / "tomo_labels.mrc", "--tomogram", tomo, "--out", maps / "picks.csv", *extra),
-              env=env)
-        results[name] = evaluate(work, truth, maps / "picks.csv", name.lower(), 10, env)
+        picks = keras_ucaps.load(run).pick(tomo)
+        write_particles(picks, work / f"{name.lower()}_picks.csv")
+        results[name] = evaluate(work, truth, picks, name.lower(), registry)
         print_rows(f"{name} (ours)", results[name])
     if args.deepfinder_weights and args.deepfinder_python:
         out = work / "deepfinder"
@@ -260,11 +270,14 @@ def main():
                    str(len(classes) + 1), str(patch), str(out), ",".join(classes), str(args.deepfinder_bandwidth),
                    "0" if args.no_deepfinder_cluster else "1"]
         timed(command, env={**env, "TF_USE_LEGACY_KERAS": "1"})
-        timed(cli("pick", out / "tomo_labels.mrc", "--out", out / "picks.csv"), env=env)
-        results["DeepFinder + our pick"] = evaluate(work, truth, out / "picks.csv", "deepfinder_pick", 10, env)
+        from keras_ucaps.picking.maps import PickingSettings, pick_from_maps
+
+        picks, _, _ = pick_from_maps(out / "tomo_labels.mrc", registry, PickingSettings())
+        results["DeepFinder + our pick"] = evaluate(work, truth, picks, "deepfinder_pick", registry)
         print_rows("DeepFinder 0.2.1 network, our `pick`", results["DeepFinder + our pick"])
         if not args.no_deepfinder_cluster:
-            results["DeepFinder"] = evaluate(work, truth, out / "cluster_picks.csv", "deepfinder", 10, env)
+            results["DeepFinder"] = evaluate(work, truth, read_particles(out / "cluster_picks.csv"), "deepfinder",
+                                             registry)
             print_rows("DeepFinder 0.2.1 (Segment + Cluster)", results["DeepFinder"])
     (work / "accuracy.json").write_text(json.dumps(results, indent=2))
 

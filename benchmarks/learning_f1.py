@@ -3,16 +3,15 @@
     python benchmarks/learning_f1.py RUN [RUN ...] [--epochs 5 10 ...] [--cached] [--work runs/learning_f1]
         [--preset shrec|invitro]
 
-RUN/epochs/NN/ holds the model after epoch NN (weights_best.keras, as ``keras-ucaps fit --save-every N`` keeps
-it). For each kept epoch: ``pick`` with no
-thresholds on a tuning tomogram (``simulate --preset`` of ``--preset``, shrec by default; seed 98), ``evaluate
---model`` writes the threshold per class (the middle of its F1 plateau) into that epoch's folder, then
-``pick`` with those thresholds on the held-out tomogram (seed 99) and ``evaluate``: precision, recall and F1
-per class, as the bundled models' held-out figures are made, but with the whole fit radius (a bundled model's
-``fit_radius`` is chosen when it is bundled; README, ``pick``). Printed for every epoch of the run's
-history.csv: its wall time (``train_seconds``) and validation Dice per class, and the held-out F1 where
-scored. Results are cached in each epoch's folder (held_out_scores.json): running it again scores only the
-epochs not scored yet (none with ``--cached``).
+RUN/epochs/NN/ holds the model after epoch NN (weights_best.keras, as ``keras-ucaps fit --save-every N`` keeps it).
+For each kept epoch, through the Python API: ``picker.tune`` on a tuning tomogram (``simulate --preset`` of
+``--preset``, shrec by default; seed 98) sets the threshold per class (the middle of its F1 plateau), saved into
+that epoch's folder, then ``picker.pick`` on the held-out tomogram (seed 99) and its scores: precision, recall and
+F1 per class, as the bundled models' held-out figures are made, but with the epoch's own picking settings (the
+whole fit radius unless its run was fine-tuned from a model with another). Printed for every epoch of the run's
+history.csv: its wall time (``train_seconds``) and validation Dice per class, and the held-out F1 where scored.
+Results are cached in each epoch's folder (held_out_scores.json): running it again scores only the epochs not
+scored yet (none with ``--cached``).
 """
 
 import argparse
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import evaluate  # noqa: E402
-from predict_speed import cli, timed, working_folder  # noqa: E402
+from predict_speed import cli, timed, working_folder  # noqa: E402 (cli and timed simulate the tomograms)
 
 from keras_ucaps.io.jsonfile import write_json  # noqa: E402
 
@@ -50,20 +49,24 @@ def history(run):
     return rows
 
 
-def score_epoch(folder, tune, held, env):
-    """Tune thresholds on ``tune``, score ``held``; cached in folder/held_out_scores.json."""
+def score_epoch(folder, tune, held):
+    """Tune thresholds on ``tune``, score ``held``, through the Python API; cached in folder/held_out_scores.json
+    (and the thresholds in folder/thresholds.json)."""
+    import time
+
+    import keras_ucaps
+
     result_path = folder / "held_out_scores.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    thresholds = folder / "thresholds.json"
-    if not thresholds.is_file():
-        tune_picks = folder / "tune_picks.csv"  # no thresholds.json yet: every pick is kept
-        timed(cli("pick", tune / "tomo.mrc", "--model", folder, "--out", tune_picks), env=env)
-        timed(cli("evaluate", tune / "tomo_particles.csv", tune_picks, "--voxel-size", 10, "--model", folder),
-              env=env)
-    held_picks = folder / "held_out_picks.csv"
-    seconds, _, _ = timed(cli("pick", held / "tomo.mrc", "--model", folder, "--out", held_picks), env=env)
-    scores = evaluate(folder, held / "tomo_particles.csv", held_picks, "held_out_evaluate", 10, env)
+    picker = keras_ucaps.load(folder)
+    if not (folder / "thresholds.json").is_file():
+        picker.tune([tune / "tomo.mrc"], [tune / "tomo_particles.csv"])
+        picker.save_settings(folder)
+    start = time.perf_counter()
+    picks = picker.pick(held / "tomo.mrc")
+    seconds = time.perf_counter() - start
+    scores = evaluate(folder, held / "tomo_particles.csv", picks, "held_out_evaluate", picker.classes)
     result = {c: {k: v[k] for k in ("precision", "recall", "f1")} for c, v in scores.items()}
     result = {"classes": result, "pick_seconds": seconds}
     write_json(result_path, result)
@@ -92,7 +95,7 @@ def main():
             folder = run / "epochs" / f"{epoch:02d}"
             wanted = (folder / "weights_best.keras").is_file() and (args.epochs is None or epoch in args.epochs)
             if (folder / "held_out_scores.json").is_file() or (wanted and not args.cached):
-                f1 = [v["f1"] for v in score_epoch(folder, tune, held, env)["classes"].values()]
+                f1 = [v["f1"] for v in score_epoch(folder, tune, held)["classes"].values()]
                 f1 = f"{' / '.join(f'{v:.2f}' for v in f1)} ({sum(f1) / len(f1):.3f})"
             else:
                 f1 = ""

@@ -61,6 +61,24 @@ class ProbabilityMaps:
             raise KeyError(f"no class {class_name!r} (classes: {', '.join(self.maps)})")
         return self.maps[class_name]
 
+    @classmethod
+    def read(cls, folder, name: str) -> ProbabilityMaps:
+        """The maps of tomogram ``name`` that ``keras-ucaps predict`` (or ``predict(out=folder)``) wrote into
+        ``folder``, as memory maps, with the ``classes.json`` beside them."""
+        from keras_ucaps.io import read_volume
+
+        folder = Path(folder)
+        classes = ClassRegistry.load(folder / "classes.json")
+        labels = read_volume(folder / f"{name}_labels.mrc", mmap=True, check_finite=False)
+        maps = {}
+        for c in classes.classes:
+            prob = read_volume(folder / f"{name}_prob_{c.name}.mrc", mmap=True, check_finite=False)
+            if prob.shape != labels.shape:
+                raise InputError(folder / f"{name}_prob_{c.name}.mrc", f"probability map {prob.shape} does not "
+                                                                       f"match the label map {labels.shape}")
+            maps[c.name] = prob.data
+        return cls(maps, labels.data, classes, labels.voxel_size, name, folder)
+
 
 class Picker:
     """A trained model and what it needs to be used: classes, voxel size, normalisation, tile contract and
@@ -92,28 +110,26 @@ class Picker:
                 f"{self.voxel_size:g} Å, from {self.loaded.path})")
 
     def predict(self, volume, *, voxel_size: float | None = None, name: str | None = None, out=None,
-                tta: bool = False, tile: int | None = None, batch_size: int = 1,
+                tta: bool = False, tile: int | None = None, overlap: int | None = None, batch_size: int = 1,
                 progress: bool = False) -> ProbabilityMaps:
         """Per-class probability maps and the label map of ``volume``.
 
         In memory by default (4 × (classes + 1) bytes a voxel while they are made); with ``out``, a folder,
         written there as ``keras-ucaps predict`` writes them (NAME_prob_CLASS.mrc, NAME_labels.mrc,
         classes.json) and returned as memory maps of those files: for tomograms larger than memory.
-        ``tta``: average the eight axis flips (eight times the time); ``tile``: the longest tile side.
+        ``tta``: average the eight axis flips (eight times the time); ``tile``: the longest tile side;
+        ``overlap``: voxels trusted less at each tile face (default: the receptive radius, at most an eighth of a
+        tile).
         """
         from keras_ucaps.inference.predict import predict_in_memory, predict_tomogram
-        from keras_ucaps.io import read_volume
 
         volume, name = _volume(volume, voxel_size, name)
         if out is not None:
-            files = predict_tomogram(self.loaded, volume, out, name=name, tta=tta, tile=tile, batch_size=batch_size,
-                                     progress=progress)
-            maps = {c.name: read_volume(files[c.name], mmap=True, check_finite=False).data
-                    for c in self.classes.classes}
-            labels = read_volume(files["labels"], mmap=True, check_finite=False)
-            return ProbabilityMaps(maps, labels.data, self.classes, labels.voxel_size, name, Path(out))
-        probabilities, vs = predict_in_memory(self.loaded, volume, tta=tta, tile=tile, batch_size=batch_size,
-                                              progress=progress)
+            predict_tomogram(self.loaded, volume, out, name=name, tta=tta, tile=tile, margin=overlap,
+                             batch_size=batch_size, progress=progress)
+            return ProbabilityMaps.read(out, name)
+        probabilities, vs = predict_in_memory(self.loaded, volume, tta=tta, tile=tile, margin=overlap,
+                                              batch_size=batch_size, progress=progress)
         labels = np.argmax(probabilities, axis=-1).astype(np.int8)
         maps = {c.name: probabilities[..., c.label] for c in self.classes.classes}
         return ProbabilityMaps(maps, labels, self.classes, vs, name)
@@ -135,13 +151,14 @@ class Picker:
                                 tomogram=volume.data, name=name)
 
     def evaluate(self, picks, truth, *, voxel_size: float | None = None, tolerance: float = 0.5,
-                 beta: float = 1.0) -> dict:
+                 beta: float = 1.0, sweep: bool = False) -> dict:
         """Precision, recall and F1 of ``picks`` against ``truth`` (particle tables, or files of any format
         keras-ucaps reads), matched one-to-one per tomogram and class within ``tolerance`` × the class radius.
         ``voxel_size``: Å per voxel of the grid their coordinates refer to (default: the model's). Returns
         ``{"classes": {name: {tp, fp, fn, precision, recall, f1}}, "micro": …, "macro": {precision, recall,
-        f1}, "tomograms": …}``."""
-        from keras_ucaps.evaluation.matching import evaluate_tables
+        f1}, "tomograms": …}``; with ``sweep``, also ``thresholds``: per class the best F1 over score thresholds
+        and the threshold ``tune`` would choose (as ``keras-ucaps evaluate`` prints them)."""
+        from keras_ucaps.evaluation.matching import evaluate_tables, threshold_sweep
         from keras_ucaps.io import FormatContext, read_particles
 
         voxel_size = voxel_size or self.voxel_size
@@ -149,7 +166,10 @@ class Picker:
         tables = [t if isinstance(t, ParticleTable) else read_particles(t, context=context) for t in (picks, truth)]
         for table, source in zip(tables, ("picks", "truth"), strict=True):
             self.classes.check_names(table.class_name, source)
-        return evaluate_tables(tables[1], tables[0], self.classes, voxel_size, tolerance, beta)
+        scores = evaluate_tables(tables[1], tables[0], self.classes, voxel_size, tolerance, beta)
+        if sweep:
+            scores["thresholds"] = threshold_sweep(tables[1], tables[0], self.classes, voxel_size, tolerance)
+        return scores
 
 
     def tune(self, volumes, truths, *, voxel_size: float | None = None, tolerance: float = 0.5,

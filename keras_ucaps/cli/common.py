@@ -17,6 +17,25 @@ from keras_ucaps.errors import InputError
 EXIT_BAD_INPUT = 2
 
 
+class FiniteFloat(click.FloatRange):
+    """A float option's type: a finite number within the range given (click's FloatRange lets NaN through,
+    since every comparison with NaN is false, and takes infinities)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = click.types.FloatParamType.convert(self, value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def _describe_range(self) -> str:
+        return "finite" if self.min is None and self.max is None else super()._describe_range()
+
+
+FINITE_FLOAT = FiniteFloat()
+
+
 def reports_input_errors(command):
     """Turn InputError into a one-line message and exit status 2."""
 
@@ -33,7 +52,7 @@ def reports_input_errors(command):
 
 voxel_size_option = click.option(
     "--voxel-size",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=None,
     help="Å per voxel. Read from the tomogram's header when not given; must agree with it when both are.",
 )
@@ -70,7 +89,7 @@ def copick_options(command):
                           "(pip install -e '.[copick]')."),
         click.option("--run", "copick_runs", multiple=True, metavar="RUN",
                      help="With --copick: a run to use (repeat; default: every run)."),
-        click.option("--voxel-spacing", "copick_voxel_spacing", type=click.FloatRange(min=0, min_open=True),
+        click.option("--voxel-spacing", "copick_voxel_spacing", type=FiniteFloat(min=0, min_open=True),
                      default=None, help="With --copick: the voxel spacing (Å) whose tomograms to read."),
         click.option("--tomo-type", "copick_tomo_type", default="wbp", show_default=True,
                      help="With --copick: the tomogram type (reconstruction) to read."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import reports_input_errors, table_format_choice, voxel_size_option
+from keras_ucaps.cli.common import FiniteFloat, reports_input_errors, table_format_choice, voxel_size_option
 
 
 @click.command()
@@ -17,7 +17,7 @@ from keras_ucaps.cli.common import reports_input_errors, table_format_choice, vo
 @voxel_size_option
 @click.option("--tomogram", type=click.Path(path_type=Path),
               help="A tomogram the coordinates refer to: gives its size (RELION 5) and voxel size.")
-@click.option("--tomogram-size", nargs=3, type=click.FloatRange(min=0, min_open=True), default=None, metavar="X Y Z",
+@click.option("--tomogram-size", nargs=3, type=FiniteFloat(min=0, min_open=True), default=None, metavar="X Y Z",
               help="Tomogram size in voxels (may be fractional: bin-1 size / binning), for RELION 5's centred "
                    "coordinates and Warp's fractional ones.")
 @click.option("--tomograms-star", type=click.Path(path_type=Path),

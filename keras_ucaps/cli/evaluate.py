@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
+from keras_ucaps.cli.common import FiniteFloat, reports_input_errors, voxel_size_option
 
 
 @click.command()
@@ -15,9 +15,9 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.option("--classes", "classes_path", type=click.Path(path_type=Path),
               help="Class registry with radii (default: classes.json beside PREDICTED, else beside TRUTH).")
 @voxel_size_option
-@click.option("--tolerance", default=0.5, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--tolerance", default=0.5, show_default=True, type=FiniteFloat(min=0, min_open=True),
               help="A pick hits a true particle within this fraction of the class radius.")
-@click.option("--beta", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--beta", default=1.0, show_default=True, type=FiniteFloat(min=0, min_open=True),
               help="Also report F-beta (the CZII challenge used 4).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the scores as JSON.")
 @click.option("--truth-labels", type=click.Path(path_type=Path),
@@ -31,10 +31,10 @@ from keras_ucaps.cli.common import reports_input_errors, voxel_size_option
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Run folder of the model that picked: the threshold per class (the middle of its F1 "
                    "plateau) goes to its thresholds.json.")
-@click.option("--fit-radius", default=None, type=click.FloatRange(min=0.2, max=1.5),
+@click.option("--fit-radius", default=None, type=FiniteFloat(min=0.2, max=1.5),
               help="With --model: the `pick --fit-radius` the picks were made with, recorded in thresholds.json "
                    "for `pick` to use (default: the one the file already records, else none: 1).")
-@click.option("--density-weight", default=None, type=click.FloatRange(min=0),
+@click.option("--density-weight", default=None, type=FiniteFloat(min=0),
               help="With --model: the `pick --density-weight` the picks were made with, recorded in "
                    "thresholds.json for `pick` to use (default: the one the file already records, else none: 0).")
 @click.option("--strict", is_flag=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import reports_input_errors
+from keras_ucaps.cli.common import FiniteFloat, reports_input_errors
 
 
 @click.command()
@@ -16,7 +16,7 @@ from keras_ucaps.cli.common import reports_input_errors
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (e.g. runs/NAME).")
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=FiniteFloat(min=0, min_open=True))
 @click.option("--patience", default=10, show_default=True, type=click.IntRange(min=1),
               help="Epochs without validation improvement before stopping (the rate halves after a third).")
 @click.option("--mixed-precision", default="auto", show_default=True,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_size_option
+from keras_ucaps.cli.common import FINITE_FLOAT, FiniteFloat, copick_options, reports_input_errors, voxel_size_option
 
 
 @click.command()
@@ -35,13 +35,13 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_s
               help="Patch side in voxels (smaller patches help tiny particles).")
 @click.option("--per-particle", default=1, show_default=True, type=click.IntRange(min=1),
               help="Patches around each particle (each with its own jitter).")
-@click.option("--jitter", default=1 / 3, show_default=True, type=float,
+@click.option("--jitter", default=1 / 3, show_default=True, type=FINITE_FLOAT,
               help="Random offset of patch centres, as a fraction of the patch side.")
-@click.option("--background-fraction", default=0.2, show_default=True, type=click.FloatRange(min=0),
+@click.option("--background-fraction", default=0.2, show_default=True, type=FiniteFloat(min=0),
               help="Random background patches, per particle patch.")
-@click.option("--validation-fraction", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
+@click.option("--validation-fraction", default=0.2, show_default=True, type=FiniteFloat(0.05, 0.5),
               help="Share of tomograms held out (or of the x extent, with one tomogram).")
-@click.option("--radius-scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--radius-scale", default=1.0, show_default=True, type=FiniteFloat(min=0, min_open=True),
               help="Multiply class radii for the sphere labels.")
 @click.option("--normalization", default="robust", show_default=True, type=click.Choice(["robust", "zscore"]),
               help="How each tomogram is normalised (prediction does the same): robust subtracts a smooth "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import copick_options, reports_input_errors, table_format_choice
+from keras_ucaps.cli.common import FiniteFloat, copick_options, reports_input_errors, table_format_choice
 from keras_ucaps.picking.thresholds import read_thresholds
 
 
@@ -20,14 +20,14 @@ from keras_ucaps.picking.thresholds import read_thresholds
               help="Class registry (default: classes.json beside the maps, as predict writes it).")
 @click.option("--min-size", "min_sizes", multiple=True, metavar="CLASS=VOXELS",
               help="Smallest component kept for a class (default: a fifth of its sphere's volume).")
-@click.option("--suppress", default=0.5, show_default=True, type=click.FloatRange(min=0),
+@click.option("--suppress", default=0.5, show_default=True, type=FiniteFloat(min=0),
               help="Merge picks of a class closer than this fraction of its radius.")
 @click.option("--thresholds", "thresholds_path", type=click.Path(path_type=Path),
               help="thresholds.json from `keras-ucaps evaluate --model`: drop picks scoring below their class's.")
-@click.option("--fit-radius", default=None, type=click.FloatRange(min=0.2, max=1.5),
+@click.option("--fit-radius", default=None, type=FiniteFloat(min=0.2, max=1.5),
               help="Split merged blobs at the best-fitting balls of this fraction of the class radius (default: "
                    "the thresholds file's fit_radius, else 1).")
-@click.option("--density-weight", default=None, type=click.FloatRange(min=0),
+@click.option("--density-weight", default=None, type=FiniteFloat(min=0),
               help="Split merged blobs by the tomogram's density too, with this weight beside the probability "
                    "(default: the thresholds file's density_weight, else 0: the probability alone).")
 @click.option("--tomogram", "tomograms", multiple=True, type=click.Path(path_type=Path), metavar="TOMO.mrc",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import reports_input_errors
+from keras_ucaps.cli.common import FINITE_FLOAT, FiniteFloat, reports_input_errors
 
 SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512, 512)}
 
@@ -25,25 +25,25 @@ SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512,
 @click.option("--classes", "class_maps", default=None,
               help="Comma-separated particle maps replacing the preset's: bundled names or MRC files.")
 @click.option("--distractors", default=None, help="Comma-separated unlabelled maps ('' for none).")
-@click.option("--voxel-size", default=10.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--voxel-size", default=10.0, show_default=True, type=FiniteFloat(min=0, min_open=True),
               help="Å per voxel; maps are resampled to it.")
-@click.option("--occupancy", default=0.1, show_default=True, type=float,
+@click.option("--occupancy", default=0.1, show_default=True, type=FINITE_FLOAT,
               help="Fraction of the slab covered by particles.")
 @click.option("--particles", "max_particles", default=None, type=click.IntRange(min=1),
               help="Stop after this many particles (distractors included).")
 @click.option("--slab", "slab_thickness", default=None, type=click.IntRange(min=1),
               help="Slab thickness in voxels (default: 3/4 of the depth).")
-@click.option("--snr", default=None, type=float,
+@click.option("--snr", default=None, type=FINITE_FLOAT,
               help="Signal-to-noise ratio (variance ratio) per projection [default: 0.1]. A thicker slab projects "
                    "more signal, so at one --snr its tomogram is noisier per voxel.")
-@click.option("--tomogram-snr", default=None, type=float,
+@click.option("--tomogram-snr", default=None, type=FINITE_FLOAT,
               help="Instead of --snr: the SNR of the reconstructed tomogram over the particle slab (equal "
                    "per-voxel noise whatever the thickness). Both are recorded in NAME_settings.json.")
-@click.option("--tilt-range", nargs=3, type=float, default=(-60.0, 60.0, 3.0), show_default=True,
+@click.option("--tilt-range", nargs=3, type=FINITE_FLOAT, default=(-60.0, 60.0, 3.0), show_default=True,
               metavar="FIRST LAST STEP", help="Tilt angles in degrees.")
-@click.option("--b-factor", default=200.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--b-factor", default=200.0, show_default=True, type=FiniteFloat(min=0),
               help="CTF envelope exp(-B k²/4) in Å²: smaller is sharper, larger blurrier.")
-@click.option("--defocus", nargs=2, type=click.FloatRange(min=0, min_open=True), default=(2.0, 5.0),
+@click.option("--defocus", nargs=2, type=FiniteFloat(min=0, min_open=True), default=(2.0, 5.0),
               show_default=True, metavar="MIN MAX", help="Underfocus in µm, drawn per tilt.")
 @click.option("--mode", type=click.Choice(["tilt-series", "fast"]), default="tilt-series", show_default=True,
               help="tilt-series: project, CTF, noise, weighted back-projection; fast: the same effects in 3D "
@@ -82,6 +82,9 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
         raise InputError("--defocus", f"MIN {defocus[0]:g} is above MAX {defocus[1]:g}")
     if not name.strip(".") or any(c in name for c in "/\\\0"):
         raise InputError("--name", f"{name!r} is a file name stem: no '/', no '..' (files go into --out)")
+    from keras_ucaps.io.atomic import check_output
+
+    check_output(out, folder=True)  # before any work: a file where the folder is to be
 
     overrides = dict(
         shape=tuple(shape) if shape else SIZES[size], voxel_size=voxel_size, occupancy=occupancy,

@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -170,9 +171,15 @@ def compiled_forward(model):
 
     if hasattr(model, "client") or keras.backend.backend() != "tensorflow":
         return lambda x: model(x, training=False)
-    import tensorflow as tf
+    forward = _FORWARDS.get(model)
+    if forward is None:  # one traced function per model, so a process that predicts many times traces once
+        import tensorflow as tf
 
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        forward = _FORWARDS[model] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return forward
+
+
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # Test-time augmentation: the flips of the three axes. Each keeps the missing wedge where it is (the wedge is

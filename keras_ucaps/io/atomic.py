@@ -46,6 +46,17 @@ def check_output(path: str | os.PathLike, *, folder: bool = False) -> Path:
     return path
 
 
+def make_folder(path: str | os.PathLike) -> Path:
+    """An output folder, made if needed (parents too); a path that is a file, lies under one, or cannot be made
+    is an :class:`InputError` naming it."""
+    path = check_output(path, folder=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(path, f"cannot be made: {err.strerror or err}") from None
+    return path
+
+
 _LIVE_SCRATCH: set[Path] = set()  # temporary files and folders this process is writing
 
 

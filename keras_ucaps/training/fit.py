@@ -272,7 +272,9 @@ def lock_run_folder(out: Path):
     """An exclusive lock on ``out/.lock`` for this process's lifetime; a second fit into the folder is refused."""
     import fcntl
 
-    out.mkdir(parents=True, exist_ok=True)
+    from keras_ucaps.io.atomic import make_folder
+
+    make_folder(out)
     handle = open(out / ".lock", "a+")  # noqa: SIM115 - held open on purpose, released when the process ends
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

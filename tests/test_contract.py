@@ -1,0 +1,48 @@
+"""Fault contract of the command line, generated from the command registry: every float option of every
+command refuses NaN and ±infinity (exit 2, naming the option) before any work, instead of passing them on (a
+range check lets NaN through: every comparison with NaN is false)."""
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from keras_ucaps.cli import main
+
+
+def float_options():
+    for name, command in sorted(main.commands.items()):
+        for param in command.params:
+            if isinstance(param, click.Option) and isinstance(param.type, click.types.FloatParamType):
+                yield name, param
+
+
+CASES = [(name, param.opts[0], param.nargs, value) for name, param in float_options()
+         for value in ("nan", "inf", "-inf")]
+
+
+def test_the_registry_has_float_options_to_check():
+    assert len({(name, option) for name, option, _, _ in CASES}) >= 20
+
+
+@pytest.mark.parametrize("command, option, nargs, value", CASES, ids=[f"{c}{o}={v}" for c, o, _, v in CASES])
+def test_a_float_option_refuses_what_is_not_a_finite_number(tmp_path, command, option, nargs, value):
+    result = CliRunner().invoke(main, [command, option, *[value] * nargs], catch_exceptions=True)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"'{option}'" in result.output and "finite" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+
+
+@pytest.mark.parametrize("command", [
+    ["simulate", "--size", "small", "--out", "{target}"],
+    ["fit", "--data", "{store}", "--out", "{target}", "--epochs", "1"],
+    ["predict", "shrec-unet", "{tomogram}", "--out", "{target}"],
+], ids=lambda c: c[0])
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_output_folder_that_is_a_file_is_refused_in_one_line(tmp_path, store, tomogram, command, where):
+    """simulate and fit raised FileExistsError (a traceback) where --out named an existing file."""
+    (tmp_path / "afile").write_text("kept")
+    target = tmp_path / "afile" if where == "a file" else tmp_path / "afile" / "run"
+    args = [a.format(target=target, store=store, tomogram=tomogram) for a in command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (result.stderr, result.exception)
+    assert "afile" in result.stderr and (tmp_path / "afile").read_text() == "kept"
