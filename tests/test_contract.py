@@ -46,3 +46,40 @@ def test_an_output_folder_that_is_a_file_is_refused_in_one_line(tmp_path, store,
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (result.stderr, result.exception)
     assert "afile" in result.stderr and (tmp_path / "afile").read_text() == "kept"
+
+
+@pytest.mark.parametrize("option", ["--report", "--json"])
+@pytest.mark.parametrize("target", ["/dev/null", "a folder"])
+def test_evaluate_refuses_an_output_it_cannot_write_before_printing_scores(tmp_path, table, option, target):
+    """evaluate checked --report only after printing the scores (and /dev/null got as far as the PNG writer)."""
+    from keras_ucaps.io import write_particles
+
+    write_particles(table, tmp_path / "truth.csv")
+    (tmp_path / "classes.json").write_text('{"classes": [{"name": "proteasome", "label": 1, "radius": 40},'
+                                           ' {"name": "ribosome", "label": 2, "radius": 60}]}')
+    if target == "a folder":
+        (tmp_path / "out").mkdir()
+    path = "/dev/null" if target == "/dev/null" else str(tmp_path / "out")
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "truth.csv"), str(tmp_path / "truth.csv"),
+                                       "--voxel-size", "10", option, path])
+    assert result.exit_code == 2 and result.stdout == "", (result.stdout, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_convert_refuses_a_voxel_size_that_the_tomograms_star_contradicts(tmp_path, table):
+    """--voxel-size 10 against a tomograms.star stating 3.5 Å × binning 4 = 14 Å won silently before."""
+    import pandas as pd
+    import starfile
+
+    from keras_ucaps.io import write_particles
+
+    write_particles(table, tmp_path / "picks.csv")
+    starfile.write({"global": pd.DataFrame({"rlnTomoName": ["tomo"], "rlnTomoSizeX": [4000], "rlnTomoSizeY": [4000],
+                                            "rlnTomoSizeZ": [1000], "rlnTomoTiltSeriesPixelSize": [3.5],
+                                            "rlnTomoTomogramBinning": [4.0]})}, tmp_path / "tomograms.star")
+    args = ["convert", str(tmp_path / "picks.csv"), str(tmp_path / "out.star"), "--to", "relion5",
+            "--tomograms-star", str(tmp_path / "tomograms.star")]
+    result = CliRunner().invoke(main, [*args, "--voxel-size", "10"])
+    assert result.exit_code == 2 and "tomograms.star: states tomograms at 14 Å" in result.stderr, result.stderr
+    assert not (tmp_path / "out.star").exists()
+    assert CliRunner().invoke(main, [*args, "--voxel-size", "14"]).exit_code == 0

@@ -50,6 +50,10 @@ def convert(source, destination, from_format, to_format, voxel_size, tomogram, t
             voxel_size = stated[0]
         elif voxel_size is None and len(stated) > 1:
             raise InputError(tomograms_star, "tomograms of several voxel sizes: give --voxel-size")
+        elif stated and not any(abs(s - voxel_size) <= 1e-3 * max(s, voxel_size) for s in stated):
+            raise InputError(tomograms_star, f"states tomograms at {', '.join(f'{s:g}' for s in stated)} Å per voxel "
+                                             f"(pixel size × binning), but --voxel-size is {voxel_size:g} Å: "
+                                             "leave --voxel-size out, or give the one the file states")
 
     if tomogram is not None:
         volume = read_volume(tomogram, mmap=True, check_finite=False)

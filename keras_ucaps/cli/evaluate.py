@@ -52,8 +52,14 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
     from keras_ucaps.errors import InputError
     from keras_ucaps.evaluation.matching import evaluate_tables
     from keras_ucaps.io import FormatContext, read_particles
+    from keras_ucaps.io.atomic import check_output
     from keras_ucaps.io.jsonfile import write_json
 
+    for output in (report_path, json_path):  # before any work or output: a path that cannot be written
+        if output is not None:
+            check_output(output)
+    if model_dir is not None:
+        check_output(Path(model_dir) / "thresholds.json")
     if fit_radius is not None and model_dir is None:
         raise InputError("--fit-radius", "applies with --model only")
     if density_weight is not None and model_dir is None:
