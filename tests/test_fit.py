@@ -293,3 +293,20 @@ def test_save_every_keeps_every_nth_epochs_model_as_a_folder_models_are_taken_fr
     assert sorted(p.name for p in (run / "epochs").iterdir()) == ["02"]
     kept = keras_ucaps.load(run / "epochs" / "02")
     assert kept.classes.names == ["big", "small"] and kept.voxel_size == 10.0
+
+
+@pytest.mark.parametrize("damage", ["state.json garbled", "optimizer.npz deleted"])
+def test_a_resume_whose_checkpoint_is_damaged_is_refused_and_keeps_the_run(tmp_path, store, one_epoch_run, damage):
+    """It restarted at epoch 1 without a word (its first loss a fresh run's), overwriting the run's history."""
+    run = _copy(one_epoch_run, tmp_path)
+    if damage == "state.json garbled":
+        (run / "checkpoint" / "state.json").write_text("{not json")
+    else:
+        (run / "checkpoint" / "optimizer.npz").unlink()
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "2", "--resume", "--normalization", "batch",
+                     "--balance-classes", "--augment-imaging", *FAST)
+    assert result.returncode == 2 and "checkpoint: is damaged" in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == {k: v for k, v in before.items() if k.name != ".lock"}

@@ -380,6 +380,12 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
         state = RunCheckpoint.load_state(out)
         if not (out / "config.json").is_file():
             raise InputError(out, "nothing to resume: no run in this folder (start it without --resume)")
+        if state is None and any((out / name).exists() for name in ("checkpoint", "checkpoint.new", "checkpoint.old")):
+            # A run that completed epochs and whose every checkpoint is damaged: restarting at epoch 1 would
+            # silently throw its training away.
+            raise InputError(out / "checkpoint", "is damaged (state.json, model.weights.h5 or optimizer.npz missing "
+                                                 "or unreadable): cannot resume; start a new --out, with "
+                                                 f"--init-weights {out / 'weights_last.keras'} to keep its weights")
         saved = read_json(out / "config.json")
         if not isinstance(saved, dict) or not isinstance(saved.get("fit"), dict):
             raise InputError(out / "config.json", "not a run's config.json (no 'fit' settings)")
