@@ -83,3 +83,20 @@ def test_convert_refuses_a_voxel_size_that_the_tomograms_star_contradicts(tmp_pa
     assert result.exit_code == 2 and "tomograms.star: states tomograms at 14 Å" in result.stderr, result.stderr
     assert not (tmp_path / "out.star").exists()
     assert CliRunner().invoke(main, [*args, "--voxel-size", "14"]).exit_code == 0
+
+
+def test_a_copick_folder_written_whole_gets_the_permissions_of_the_umask(tmp_path, table):
+    """Its top folder was made 0700 whatever the umask (the staging folder renamed into place), its subfolders
+    and files 0755 and 0644."""
+    import os
+    import stat
+
+    from keras_ucaps.io import FormatContext, write_particles
+
+    old = os.umask(0o022)
+    try:
+        write_particles(table, tmp_path / "project", "copick", FormatContext(voxel_size=10.0))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "project").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "project" / "ExperimentRuns").stat().st_mode) == 0o755

@@ -105,7 +105,8 @@ def remove_scratch_on_termination() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -135,7 +136,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     _LIVE_SCRATCH.add(tmp)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         check_output(path)  # nothing replaced it by a link or folder meanwhile
         os.replace(tmp, path)
     except OSError as err:
@@ -167,7 +168,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     _LIVE_SCRATCH.add(tmp)
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         try:
             os.rename(tmp, path)
         except OSError:

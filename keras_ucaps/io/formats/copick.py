@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_ucaps.errors import InputError, KerasUcapsWarning
-from keras_ucaps.io.atomic import check_output, scratch_folder
+from keras_ucaps.io.atomic import check_output, current_umask, scratch_folder
 from keras_ucaps.io.formats.common import FormatContext, matrix_to_zyz
 from keras_ucaps.io.jsonfile import read_json, write_json
 from keras_ucaps.io.particles import ParticleTable
@@ -111,6 +111,7 @@ def _write_folder(path: Path, files: dict[Path, dict]) -> None:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).write_text(json.dumps(payload, indent=1) + "\n")
         if not path.exists():
+            os.chmod(staging, 0o777 & ~current_umask())  # a temporary folder is made 0700
             os.rename(staging, path)
             return
         ours = set(path.glob(f"ExperimentRuns/*/Picks/{USER_ID}_{SESSION_ID}_*.json"))
