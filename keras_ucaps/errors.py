@@ -23,8 +23,9 @@ class InputError(ValueError):
 
     def __init__(self, source: str | os.PathLike, problem: str):
         self.source = os.fspath(source)
-        self.problem = problem
-        super().__init__(f"{self.source}: {problem}")
+        # One line, whatever a parser's message carried: the command line prints it as the only line.
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{self.source}: {self.problem}")
 
 
 class KerasUcapsWarning(UserWarning):

@@ -100,3 +100,12 @@ def test_a_copick_folder_written_whole_gets_the_permissions_of_the_umask(tmp_pat
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "project").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "project" / "ExperimentRuns").stat().st_mode) == 0o755
+
+
+def test_an_input_error_is_one_line_whatever_the_parsers_message_holds():
+    """A STAR row cut short gave a two-line error: starfile's message carries a newline."""
+    from keras_ucaps.errors import InputError
+
+    err = InputError("picks.star", "not a readable STAR file (ValueError: expected 10 fields\n  in line 7)")
+    assert "\n" not in str(err) and str(err) == "picks.star: not a readable STAR file (ValueError: expected 10 " \
+                                                "fields in line 7)"
