@@ -109,3 +109,28 @@ def test_an_input_error_is_one_line_whatever_the_parsers_message_holds():
     err = InputError("picks.star", "not a readable STAR file (ValueError: expected 10 fields\n  in line 7)")
     assert "\n" not in str(err) and str(err) == "picks.star: not a readable STAR file (ValueError: expected 10 " \
                                                 "fields in line 7)"
+
+
+@pytest.mark.parametrize("fault", ["a truncated second tomogram", "a symbolic link as --pick"])
+def test_predict_checks_every_input_before_the_first_tomogram(tmp_path, fault):
+    """predict wrote the first tomogram's maps, then stopped on the second (or on --pick's path)."""
+    import numpy as np
+    from conftest import metadata
+
+    from keras_ucaps.io import write_volume
+    from keras_ucaps.models import UNet3D
+
+    UNet3D(3, filters=(4, 8), bottom_convs=1, metadata=metadata()).save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    good = write_volume(tmp_path / "good.mrc", rng.normal(size=(16, 24, 24)), 10.0)
+    second = write_volume(tmp_path / "second.mrc", rng.normal(size=(16, 24, 24)), 10.0)
+    args = ["predict", str(tmp_path / "m.keras"), str(good), str(second), "--out", str(tmp_path / "maps")]
+    if fault == "a truncated second tomogram":
+        second.write_bytes(second.read_bytes()[:2000])
+    else:
+        (tmp_path / "elsewhere.csv").write_text("")
+        (tmp_path / "link.csv").symlink_to(tmp_path / "elsewhere.csv")
+        args += ["--pick", str(tmp_path / "link.csv")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (result.stderr, result.exception)
+    assert not (tmp_path / "maps").exists()

@@ -74,6 +74,15 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
 
         loaded, tomograms = load_trained(arguments[0]), arguments[1:]
     names = [Path(t).stem for t in tomograms] + runs
+    # Every input and the table checked before the first tomogram is predicted: a bad second tomogram or table
+    # path leaves no maps of the first behind.
+    from keras_ucaps.io import read_volume
+    from keras_ucaps.io.atomic import check_output
+
+    if pick_out is not None:
+        check_output(pick_out)
+    for tomogram in tomograms:
+        read_volume(tomogram, mmap=True, check_finite=False)
     volumes = {}  # name → the tomogram predicted, for `--pick` (a density weight reads it)
     for name, tomogram in [(Path(t).stem, t) for t in tomograms] + [(r, None) for r in runs]:
         source = volumes[name] = tomogram if tomogram is not None else project.volume(name)
