@@ -11,7 +11,7 @@ tiler reads it and never looks at class names. Two kinds of model:
   each channel's mean and variance over the whole input): every output voxel depends on every input
   voxel, so an output is only defined together with the input it was computed on. Prediction runs on
   fixed tiles of one side (``WHOLE_INPUT_TILE``, or the training patch if larger; chosen by held-out
-  F1, see the README), laid out the same way whatever the tomogram's size, and each voxel takes its
+  F1, benchmarks/RESULTS.md), laid out the same way whatever the tomogram's size, and each voxel takes its
   value from exactly one tile — the one it lies deepest inside — so every output is the model's output
   on one context of one fixed size and no output depends on the tomogram's size.
 

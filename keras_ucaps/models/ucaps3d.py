@@ -53,7 +53,7 @@ class UCaps3D(TomogramModel):
         routings: int. Routing iterations of the encoder layers.
         capsule_init: str. "unit" (default: :class:`keras_ucaps.layers.capsules.UnitLengthVotes`, capsules
             start driven by the image rather than by their bias; every class above chance within 90 steps
-            where the reference collapsed onto one, see the README) or "reference" (Glorot uniform vote
+            where the reference collapsed onto one; docs/models.md) or "reference" (Glorot uniform vote
             kernels, as the reference code). Only training sees it: a saved model loads its weights.
         **kwargs: Model arguments (name, dtype) and ``metadata``: what the trained model needs to be used
             (:class:`~keras_ucaps.models.metadata.ModelMetadata`), saved with it.
