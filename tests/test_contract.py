@@ -134,3 +134,29 @@ def test_predict_checks_every_input_before_the_first_tomogram(tmp_path, fault):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (result.stderr, result.exception)
     assert not (tmp_path / "maps").exists()
+
+
+def test_a_copick_write_over_a_folder_in_a_pick_files_place_is_refused_and_writes_nothing(tmp_path, table):
+    """convert CSV DIR --to copick raised IsADirectoryError where a pick file's path was a folder, after moving
+    in the picks of the runs before it: the write was not all-or-nothing."""
+    from keras_ucaps.io import FormatContext, write_particles
+
+    context = FormatContext(voxel_size=10.0)
+    write_particles(table, tmp_path / "project", "copick", context)
+    files = sorted((tmp_path / "project").rglob("*.json"))
+    before = {p: p.read_bytes() for p in files}
+    blocked = files[-1]
+    blocked.unlink()
+    blocked.mkdir()  # a folder where the second write puts a pick file
+    del before[blocked]
+    moved = table.replace(coords=table.coords + 1.0)
+    result = CliRunner().invoke(main, ["convert", str(_csv(tmp_path, moved)), str(tmp_path / "project"), "--to",
+                                       "copick", "--voxel-size", "10"])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (result.stderr, result.exception)
+    assert {p: p.read_bytes() for p in before} == before and blocked.is_dir()
+
+
+def _csv(folder, table):
+    from keras_ucaps.io import write_particles
+
+    return write_particles(table, folder / "moved.csv")

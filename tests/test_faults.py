@@ -156,12 +156,13 @@ def test_a_registry_label_beyond_int8(tmp_path):
 
 
 def test_thresholds_that_are_not_numbers(tmp_path):
-    from keras_ucaps.picking.thresholds import apply_thresholds
+    from keras_ucaps.picking.maps import kept_above
+    from keras_ucaps.picking.thresholds import read_thresholds
 
     (tmp_path / "t.json").write_text('{"thresholds": {"a": "high"}}')
     table = ParticleTable.from_columns([[1, 2, 3]], "a", "t", score=[0.5])
     with pytest.raises(InputError, match="threshold"):
-        apply_thresholds(table, tmp_path / "t.json")
+        kept_above(table, read_thresholds(tmp_path / "t.json")["thresholds"])
 
 
 def test_voxel_size_nan_is_refused(tmp_path, table_csv):

@@ -131,9 +131,10 @@ def test_confusion_shrec_thresholds_voxel_ap_and_report(tmp_path):
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
 
     # pick --thresholds drops the picks scoring below their class's threshold.
-    from keras_ucaps.picking.thresholds import apply_thresholds
+    from keras_ucaps.picking.maps import kept_above
+    from keras_ucaps.picking.thresholds import read_thresholds
 
-    kept = apply_thresholds(predicted, tmp_path / "run" / "thresholds.json")
+    kept = kept_above(predicted, read_thresholds(tmp_path / "run" / "thresholds.json")["thresholds"])
     assert len(kept) == 3 and kept.score.min() >= 0.7
 
 
@@ -159,9 +160,10 @@ def test_tuned_thresholds_keep_their_f1_when_another_tomograms_scores_are_lower(
     assert result.returncode == 0, result.stderr
     assert re.search(r"best score threshold per class: small 0\.(89\d|900) \(F1 1\.000\)", result.stdout)
 
-    from keras_ucaps.picking.thresholds import apply_thresholds
+    from keras_ucaps.picking.maps import kept_above
+    from keras_ucaps.picking.thresholds import read_thresholds
 
-    kept = apply_thresholds(picks(0.03), tmp_path / "run" / "thresholds.json")
+    kept = kept_above(picks(0.03), read_thresholds(tmp_path / "run" / "thresholds.json")["thresholds"])
     assert evaluate_tables(truth, kept, classes, 10.0)["classes"]["small"]["f1"] >= 0.9
 
 
@@ -178,9 +180,11 @@ def test_a_class_without_false_picks_in_tuning_gets_no_threshold_that_drops_lowe
                      "--classes", tmp_path / "classes.json", "--model", tmp_path / "run")
     assert result.returncode == 0, result.stderr
 
-    from keras_ucaps.picking.thresholds import apply_thresholds
+    from keras_ucaps.picking.maps import kept_above
+    from keras_ucaps.picking.thresholds import read_thresholds
 
-    kept = apply_thresholds(truth.replace(score=np.linspace(0.70, 0.80, 10)), tmp_path / "run" / "thresholds.json")
+    thresholds = read_thresholds(tmp_path / "run" / "thresholds.json")["thresholds"]
+    kept = kept_above(truth.replace(score=np.linspace(0.70, 0.80, 10)), thresholds)
     assert len(kept) == 10
 
 

@@ -8,12 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def run_thresholds(run: Path | None) -> Path | None:
-    """A run folder's thresholds.json, when it has one."""
-    path = Path(run) / "thresholds.json" if run is not None else None
-    return path if path is not None and path.is_file() else None
-
-
 def read_thresholds(path: Path) -> dict:
     """A thresholds.json, checked: per-class thresholds, and the fit radius its picks were made with (if any)."""
     from keras_ucaps.io.jsonfile import read_json
@@ -49,11 +43,3 @@ def checked(payload, path) -> dict:
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float("inf"):
         raise InputError(path, f"density_weight is {weight!r}, not a number of at least 0")
     return payload
-
-
-def apply_thresholds(table, path: Path):
-    """Keep the picks of ``table`` scoring at least their class's threshold in thresholds file ``path`` (picks
-    without a score are kept)."""
-    from keras_ucaps.picking.maps import kept_above
-
-    return kept_above(table, read_thresholds(path)["thresholds"])

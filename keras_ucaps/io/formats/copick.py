@@ -104,8 +104,11 @@ def copick_names(classes, path) -> dict[str, str]:
 
 
 def _write_folder(path: Path, files: dict[Path, dict]) -> None:
-    """Stage every file, then move them in together; remove our earlier picks that this write does not renew."""
+    """Stage every file, then move them in together; remove our earlier picks that this write does not renew.
+    Every destination is checked first, so a write that cannot complete changes nothing."""
     check_output(path, folder=True)
+    for rel in files:
+        check_output(path / rel)
     with scratch_folder(path.parent) as staging:
         for rel, payload in files.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
