@@ -31,8 +31,9 @@ from keras_ucaps.picking.maps import PickingSettings
 
 
 def load(model: str | os.PathLike | None = None) -> Picker:
-    """A :class:`Picker` for ``model``: a bundled model's name (``keras-ucaps show models`` lists them; None: the
-    default, ``shrec-unet``), a run folder written by ``keras-ucaps fit``, or a ``.keras`` file saved by it."""
+    """A :class:`Picker` for ``model``: a bundled model's name (``keras_ucaps.pretrained.REGISTRY`` lists them;
+    None: the default, ``shrec-unet``), a run folder written by ``keras-ucaps fit``, or a ``.keras`` file saved by
+    it."""
     return Picker(load_trained(model))
 
 

@@ -71,7 +71,7 @@ class TomogramModel(keras.Model):
 
     @classmethod
     def from_preset(cls, name: str):
-        """The bundled model ``name`` (see ``keras-ucaps show models``) as a Keras model of this class, its
+        """The bundled model ``name`` (one of ``keras_ucaps.pretrained.REGISTRY``) as a Keras model of this class, its
         checksum verified, with its metadata; for fine-tuning in a training loop of one's own.
 
         Example:
