@@ -25,7 +25,8 @@ from keras_ucaps.cli.common import FINITE_FLOAT, FiniteFloat, copick_options, re
                    "must not pick. One table per --tomogram, or one naming every tomogram.")
 @click.option("--simulation-negatives", is_flag=True,
               help="With --simulation: each tomogram's unlabelled crowding particles (NAME_distractors.csv) "
-                   "are its negatives.")
+                   "and, where it was simulated with context, points on its membranes, filaments, gold, "
+                   "contamination and edge (NAME_context.csv) are its negatives.")
 @click.option("--per-negative", default=1, show_default=True, type=click.IntRange(min=1),
               help="Background patches around each negative (each with its own jitter).")
 @click.option("--classes", "classes_path", type=click.Path(path_type=Path),
@@ -71,7 +72,7 @@ def patches(tomograms, tables, label_maps, simulation, negative_tables, simulati
     from keras_ucaps.data.patches import PatchSettings, Source, build_patch_store
     from keras_ucaps.data.targets import check_inside, sphere_targets
     from keras_ucaps.errors import InputError
-    from keras_ucaps.io import FormatContext, read_particles, read_volume
+    from keras_ucaps.io import FormatContext, ParticleTable, read_particles, read_volume
     from keras_ucaps.io.mrc import read_label_map
 
     if simulation_negatives and simulation is None:
@@ -90,6 +91,8 @@ def patches(tomograms, tables, label_maps, simulation, negative_tables, simulati
             for table_path in negative_tables:
                 if not table_path.is_file():
                     raise InputError(table_path, "no such file: this simulation wrote no distractors table")
+            context_tables = {p.stem: simulation / f"{p.stem}_context.csv" for p in found
+                              if (simulation / f"{p.stem}_context.csv").is_file()}
         tomograms = tuple(tomograms) + tuple(found)
         tables = tuple(tables) + tuple(simulation / f"{p.stem}_particles.csv" for p in found)
         classes_path = classes_path or simulation / "classes.json"
@@ -114,6 +117,8 @@ def patches(tomograms, tables, label_maps, simulation, negative_tables, simulati
                              background_fraction=background_fraction, per_negative=per_negative,
                              validation_fraction=validation_fraction, seed=seed,
                              normalization=METHODS[normalization])
+    if not simulation_negatives:
+        context_tables = {}
     sources, common_voxel_size = [], None
     for run in runs:
         volume = project.volume(run)
@@ -153,6 +158,12 @@ def patches(tomograms, tables, label_maps, simulation, negative_tables, simulati
             else:
                 negatives = negatives.where(tomo=choose_tomogram(negatives, None, tomo_path, negatives_path))
             check_inside(negatives, volume.shape, str(negatives_path))
+            if tomo_path.stem in context_tables:  # a simulation's context structures: negatives too
+                context_path = context_tables[tomo_path.stem]
+                on_context = read_particles(context_path, context=FormatContext(
+                    voxel_size=vs, tomogram_size=volume.shape[::-1], default_class="negative"))
+                check_inside(on_context, volume.shape, str(context_path))
+                negatives = ParticleTable.concat([negatives, on_context.where(tomo=tomo_path.stem)])
         sources.append(Source(name=tomo_path.stem, volume=volume, particles=table, labels=labels,
                               negatives=negatives))
     summary = build_patch_store(sources, classes, common_voxel_size, out, settings)

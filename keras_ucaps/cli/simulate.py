@@ -54,17 +54,49 @@ SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512,
                    "with steps of 2-4°, slab 40-95 % of the depth, voxel size ±10 % (resampled to "
                    "--voxel-size), a low-frequency background of up to 1.5 standard deviations, occupancy "
                    "0.05-0.3. Every drawn value goes into NAME_settings.json ('randomized').")
+@click.option("--context", "draw_context", is_flag=True,
+              help="Cellular context, drawn per tomogram: up to 4 vesicles, 2 membrane sheets, 8 actin rods, "
+                   "2 microtubules, 8 gold beads, 2 contamination blobs (per 256×256 voxels of field), a carbon or "
+                   "lamella edge half the time over 10-30 % of the field, ice gradient 1-2, alignment error "
+                   "0.1-1 voxel and 0-0.5°, dose B-factor 0-8 Å² per tilt. Any of the options below fixes its "
+                   "part. Written: NAME_context.mrc (structures' labels), NAME_context.csv (points on them) and "
+                   "every drawn value in NAME_settings.json.")
+@click.option("--vesicles", type=click.IntRange(min=0), default=None, help="Membrane vesicles (radius 15-50 nm).")
+@click.option("--sheets", type=click.IntRange(min=0), default=None, help="Curved membrane sheets.")
+@click.option("--actin", type=click.IntRange(min=0), default=None, help="Actin-like rods, 7 nm across.")
+@click.option("--microtubules", type=click.IntRange(min=0), default=None,
+              help="Microtubule-like tubes, 25 nm across, hollow.")
+@click.option("--gold", type=click.IntRange(min=0), default=None,
+              help="Gold fiducials, 5-15 nm, mostly at the ice's surfaces (projected with the tilt series: "
+                   "back-projection draws their streaks).")
+@click.option("--contamination", type=click.IntRange(min=0), default=None,
+              help="Ice contamination blobs at the ice's surfaces.")
+@click.option("--edge", type=click.Choice(["none", "carbon", "lamella"]), default=None,
+              help="A dense carbon region, or a lamella's end (vacuum), over part of the field.")
+@click.option("--edge-fraction", type=FiniteFloat(0, 0.9), default=None,
+              help="Share of the field beyond the edge [default: 0.2, or drawn with --context].")
+@click.option("--ice-gradient", type=FiniteFloat(1, 10), default=None,
+              help="Noise standard deviation at the thickest ice over that at the thinnest (1: even ice).")
+@click.option("--alignment-shift", type=FiniteFloat(0, 5), default=None,
+              help="Residual tilt-series alignment error: standard deviation of each tilt's shift, voxels.")
+@click.option("--alignment-rotation", type=FiniteFloat(0, 5), default=None,
+              help="Residual in-plane rotation of each tilt: standard deviation, degrees.")
+@click.option("--dose-b-factor", type=FiniteFloat(0, 100), default=None,
+              help="Å² added to the B-factor per tilt in dose-symmetric acquisition order (radiation damage).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @reports_input_errors
 def simulate(preset, size, shape, out, count, name, class_maps, distractors, voxel_size, occupancy,
-             max_particles, slab_thickness, snr, tomogram_snr, tilt_range, b_factor, defocus, mode, randomize, seed):
+             max_particles, slab_thickness, snr, tomogram_snr, tilt_range, b_factor, defocus, mode, randomize,
+             draw_context, vesicles, sheets, actin, microtubules, gold, contamination, edge, edge_fraction,
+             ice_gradient, alignment_shift, alignment_rotation, dose_b_factor, seed):
     """Simulate tomograms with particle tables and label maps as ground truth.
 
     Writes NAME.mrc (tomogram, zero mean, unit variance), NAME_labels.mrc
     (spheres), NAME_masks.mrc (particle shapes), NAME_particles.csv/.star
     (x, y, z in voxels, ZYZ angles), NAME_distractors.csv, classes.json and
-    NAME_settings.json.
+    NAME_settings.json; with context NAME_context.mrc and NAME_context.csv.
     """
+    from keras_ucaps.data.context import ContextSettings, drawn_context
     from keras_ucaps.data.simulate import randomized, settings_for_preset, write_simulation
     from keras_ucaps.data.simulate import simulate as run
     from keras_ucaps.data.tilt_series import Microscope
@@ -82,6 +114,18 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
         raise InputError("--defocus", f"MIN {defocus[0]:g} is above MAX {defocus[1]:g}")
     if not name.strip(".") or any(c in name for c in "/\\\0"):
         raise InputError("--name", f"{name!r} is a file name stem: no '/', no '..' (files go into --out)")
+    fixed = {key: value for key, value in dict(
+        vesicles=vesicles, sheets=sheets, actin=actin, microtubules=microtubules, gold=gold,
+        contamination=contamination, edge=None if edge == "none" else edge, edge_fraction=edge_fraction,
+        ice_gradient=ice_gradient, alignment_shift=alignment_shift, alignment_rotation=alignment_rotation,
+        dose_b_factor=dose_b_factor).items() if value is not None or (key == "edge" and edge == "none")}
+    if mode == "fast":
+        for key in ("alignment_shift", "alignment_rotation", "dose_b_factor"):
+            if fixed.get(key):
+                raise InputError("--" + key.replace("_", "-"), "applies to --mode tilt-series only (fast mode has "
+                                                               "no tilts)")
+    if edge_fraction is not None and not edge and not draw_context:
+        raise InputError("--edge-fraction", "applies with --edge or --context")
     from keras_ucaps.io.atomic import check_output
 
     check_output(out, folder=True)  # before any work: a file where the folder is to be
@@ -101,6 +145,11 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
         settings, drawn = settings_for_preset(preset, seed=seed + i, **overrides), None
         if randomize:
             settings, drawn = randomized(settings, seed + i)
+        if draw_context:
+            context = drawn_context(seed + i, settings.shape, tilt_series=mode == "tilt-series", **fixed)
+        else:
+            context = ContextSettings(**fixed)
+        settings.context = context
         sim = run(settings, tomo)
         files = write_simulation(sim, out, tomo, randomized=drawn)
         z, y, x = sim.settings.shape
@@ -111,4 +160,8 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
             n = int((sim.particles.class_name == cls.name).sum())
             click.echo(f"  {cls.name:>8}: {n:4d} particles, label {cls.label}, radius {cls.radius:g} Å")
         click.echo(f"  {'crowding':>8}: {len(sim.distractors):4d} unlabelled particles")
+        structures = [s["kind"] for s in sim.context_drawn.get("structures", []) if "skipped" not in s]
+        if structures:
+            kinds = {k: structures.count(k) for k in dict.fromkeys(structures)}
+            click.echo(f"  {'context':>8}: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
     click.echo(f"ground truth: {out}/*_particles.csv, *_labels.mrc, *_masks.mrc, classes.json")

@@ -13,6 +13,12 @@
    voxel). The tomogram's SNR over the slab is measured and recorded either way.
 3. The tomogram is normalised to zero mean and unit variance.
 
+With cellular context (:class:`keras_ucaps.data.context.ContextSettings`: membranes, filaments, gold,
+contamination, a carbon or lamella edge), the structures are drawn before step 1, particles are placed where they
+are not, and their density is imaged with the particles' (the noise stays the level the particles alone set).
+The context's imaging effects act in step 2: an uneven ice thickness scales the noise across the field, and in
+tilt-series mode each tilt gets a residual alignment error and a B-factor that grows with the dose.
+
 Ground truth: the particle table (x, y, z in voxels; ZYZ angles of the rotation
 applied to the template, as ``scipy.spatial.transform.Rotation.from_euler("ZYZ",
 angles, degrees=True)`` acting on (x, y, z)), the sphere label map and the
@@ -31,9 +37,17 @@ from pathlib import Path
 import numpy as np
 
 from keras_ucaps.classes import ClassRegistry
+from keras_ucaps.data import context as cellular
 from keras_ucaps.data.targets import sphere_targets
 from keras_ucaps.data.templates import MASK_THRESHOLD, Template, load_template
-from keras_ucaps.data.tilt_series import Microscope, fast_tomogram, image_series, reconstruct, tilt_angles
+from keras_ucaps.data.tilt_series import (
+    Microscope,
+    fast_image,
+    fast_tomogram,
+    image_series,
+    reconstruct,
+    tilt_angles,
+)
 from keras_ucaps.errors import InputError
 from keras_ucaps.io import FormatContext, ParticleTable, write_particles, write_volume
 
@@ -91,6 +105,9 @@ class SimulationSettings:
     mode : {"tilt-series", "fast"}
     seed : int
     microscope : Microscope
+    context : ContextSettings
+        Cellular context (membranes, filaments, gold, contamination, an edge) and the imaging effects of a real
+        scene; none by default.
     """
 
     classes: list[str]
@@ -109,8 +126,11 @@ class SimulationSettings:
     mode: str = "tilt-series"
     seed: int = 0
     microscope: Microscope = dataclasses.field(default_factory=Microscope)
+    context: cellular.ContextSettings = dataclasses.field(default_factory=cellular.ContextSettings)
 
     def __post_init__(self):
+        if isinstance(self.context, dict):
+            self.context = cellular.ContextSettings(**self.context)
         self.shape = tuple(int(n) for n in self.shape)
         if self.mode not in MODES:
             raise InputError("--mode", f"unknown mode '{self.mode}' (choose {', '.join(MODES)})")
@@ -156,6 +176,9 @@ class Simulation:
     clean_tilt_series: np.ndarray | None = None
     seconds: dict = dataclasses.field(default_factory=dict)
     measured: dict = dataclasses.field(default_factory=dict)  # tomogram_snr over the particle slab
+    context_density: np.ndarray | None = None  # the context's noise-free density (None: no structures)
+    context_labels: np.ndarray | None = None  # 0 none, i + 1 for context.KINDS[i]
+    context_drawn: dict = dataclasses.field(default_factory=dict)  # structures and imaging effects as drawn
 
 
 def settings_for_preset(preset: str, **overrides) -> SimulationSettings:
@@ -219,23 +242,50 @@ def simulate(settings: SimulationSettings, name: str = "tomo") -> Simulation:
     labelled = [load_template(c, settings.voxel_size) for c in settings.classes]
     crowd = [load_template(c, settings.voxel_size) for c in settings.distractors]
     classes = class_registry(labelled)
-    density, mask_labels, particles, distractors = place_particles(settings, labelled, crowd, classes, rng, name)
+    scene = None
+    if settings.context.has_structures:  # its own generator: particles without context are drawn as before
+        scene = cellular.draw(settings.context, settings.shape, settings.voxel_size, settings.slab,
+                              np.random.default_rng([settings.seed, 577]))
+    density, mask_labels, particles, distractors = place_particles(
+        settings, labelled, crowd, classes, rng, name, occupied=None if scene is None else scene.occupied)
     seconds["placement"] = time.perf_counter() - start
 
     start = time.perf_counter()
     series = clean = None
     snr = None if settings.tomogram_snr is not None else settings.snr  # None: unit noise, scaled below
     slab = slice(*settings.slab)
+    effects = settings.context
+    imaging_rng = np.random.default_rng([settings.seed, 991])
+    drawn = {"structures": [] if scene is None else scene.structures}
+    noise_scale = None
+    if effects.ice_gradient != 1.0:
+        noise_scale, ice = cellular.ice_noise_scale(settings.shape[1:], effects.ice_gradient, imaging_rng)
+        drawn.update(ice)
     if settings.mode == "tilt-series":
         from keras_ucaps.data.tilt_series import project
 
         angles = tilt_angles(*settings.tilt_range)
         projections = project(density, angles)
-        series, clean, _ = image_series(projections, settings.voxel_size, snr, settings.microscope, rng)
+        scene_projections = projections if scene is None else projections + project(scene.density, angles)
+        if effects.alignment_shift or effects.alignment_rotation:
+            shifts = imaging_rng.normal(0, effects.alignment_shift, size=(len(angles), 2))
+            rotations = imaging_rng.normal(0, effects.alignment_rotation, size=len(angles))
+            drawn["alignment_shifts_yu"] = np.round(shifts, 3).tolist()
+            drawn["alignment_rotations_deg"] = np.round(rotations, 3).tolist()
+            scene_projections = cellular.misalign(scene_projections, shifts, rotations)
+            projections = cellular.misalign(projections, shifts, rotations) if scene is not None else scene_projections
+        b_factors = None
+        if effects.dose_b_factor:
+            b_factors = settings.microscope.b_factor + effects.dose_b_factor * cellular.dose_order(angles)
+            drawn["b_factors"] = np.round(b_factors, 2).tolist()
+        series, clean, particles_clean, _ = image_series(
+            scene_projections, settings.voxel_size, snr, settings.microscope, rng,
+            reference=None if scene is None else projections, b_factors=b_factors,
+            noise_scale=noise_scale)
         # Each y row is reconstructed from the same row of every tilt, and reconstruction is linear: signal and
         # noise measured on every k-th row (64 rows at least) cost a fraction of a second reconstruction.
         rows = slice(None, None, max(1, settings.shape[1] // 64))
-        signal = reconstruct(clean[:, rows], angles, settings.shape[0])
+        signal = reconstruct(particles_clean[:, rows], angles, settings.shape[0])
         noise = reconstruct(series[:, rows] - clean[:, rows], angles, settings.shape[0])
         if settings.tomogram_snr is not None:
             gain = np.float32(_gain(signal[slab], noise[slab], settings.tomogram_snr))
@@ -243,10 +293,13 @@ def simulate(settings: SimulationSettings, name: str = "tomo") -> Simulation:
         tomogram = reconstruct(series, angles, settings.shape[0])
     else:
         max_tilt = max(abs(settings.tilt_range[0]), abs(settings.tilt_range[1]))
-        signal, noise = fast_tomogram(density, settings.voxel_size, snr or 1.0, max_tilt, settings.microscope, rng)
+        signal, noise = fast_tomogram(density, settings.voxel_size, snr or 1.0, max_tilt, settings.microscope, rng,
+                                      noise_scale=noise_scale)
         if settings.tomogram_snr is not None:
             noise *= np.float32(_gain(signal[slab], noise[slab], settings.tomogram_snr))
         tomogram = signal + noise
+        if scene is not None:
+            tomogram += fast_image(scene.density, settings.voxel_size, max_tilt, settings.microscope)
     measured = {"tomogram_snr": float(signal[slab].var() / max(float(noise[slab].var()), 1e-20))}
     tomogram = _with_background(_zscore(tomogram), settings)
     seconds["imaging"] = time.perf_counter() - start
@@ -265,6 +318,9 @@ def simulate(settings: SimulationSettings, name: str = "tomo") -> Simulation:
         clean_tilt_series=clean,
         seconds=seconds,
         measured=measured,
+        context_density=None if scene is None else scene.density,
+        context_labels=None if scene is None else scene.labels,
+        context_drawn=drawn if effects.has_structures or effects.has_imaging else {},
     )
 
 
@@ -317,10 +373,34 @@ def _at_another_voxel_size(settings: SimulationSettings, name: str) -> Simulatio
     particles = dataclasses.replace(sim.particles, coords=sim.particles.coords * factor[::-1])
     distractors = dataclasses.replace(sim.distractors, coords=sim.distractors.coords * factor[::-1])
     sphere_labels = sphere_targets(particles, settings.shape, sim.classes, settings.voxel_size, source="simulation")
+    context = {}
+    if sim.context_labels is not None:
+        context = dict(
+            context_density=fourier_resample(sim.context_density, settings.shape),
+            context_labels=ndimage.affine_transform(sim.context_labels, 1 / factor, output_shape=settings.shape,
+                                                    order=0, mode="nearest"),
+            context_drawn={**sim.context_drawn,
+                           "structures": [_scaled(s, factor[::-1]) for s in sim.context_drawn["structures"]]})
     seconds = {**sim.seconds, "resampling": time.perf_counter() - start}
     return dataclasses.replace(sim, tomogram=tomogram, density=density, sphere_labels=sphere_labels,
                                mask_labels=masks.astype(sim.mask_labels.dtype), particles=particles,
-                               distractors=distractors, settings=settings, seconds=seconds)
+                               distractors=distractors, settings=settings, seconds=seconds, **context)
+
+
+def _scaled(structure: dict, factor_xyz: np.ndarray) -> dict:
+    """A context structure's geometry (x, y, z points and radii in voxels) on a grid ``factor_xyz`` finer."""
+    out = dict(structure)
+    for key in ("centre", "start", "end"):
+        if key in out:
+            out[key] = [round(float(v), 2) for v in np.asarray(out[key]) * factor_xyz]
+    if "centres" in out:
+        out["centres"] = [[round(float(v), 2) for v in np.asarray(c) * factor_xyz] for c in out["centres"]]
+    mean = float(np.mean(factor_xyz))
+    if "radius" in out:
+        out["radius"] = round(out["radius"] * mean, 2)
+    if "radii" in out:
+        out["radii"] = [round(r * mean, 2) for r in out["radii"]]
+    return out
 
 
 def place_particles(
@@ -330,8 +410,10 @@ def place_particles(
     classes: ClassRegistry,
     rng: np.random.Generator,
     name: str,
+    occupied: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, ParticleTable, ParticleTable]:
-    """Place rotated templates without overlap; returns density, mask labels and tables.
+    """Place rotated templates without overlap (with each other and with ``occupied``, the voxels other
+    structures hold); returns density, mask labels and tables.
 
     Classes take turns so that counts stay balanced; a template that fails to fit
     ``attempts`` times in a row is retired, and placement stops when the slab's
@@ -343,7 +425,7 @@ def place_particles(
     z0, z1 = settings.slab
     slab_voxels = (z1 - z0) * shape[1] * shape[2]
     density = np.zeros(shape, dtype=np.float32)
-    occupied = np.zeros(shape, dtype=bool)
+    occupied = np.zeros(shape, dtype=bool) if occupied is None else occupied.copy()
     mask_labels = np.zeros(shape, dtype=np.uint8)
     rows = {"labelled": [], "crowd": []}
     active = [("labelled", t) for t in labelled]
@@ -426,6 +508,8 @@ def _table(rows, name: str) -> ParticleTable:
 # Radii of one class in two simulations of a folder may differ by this fraction (templates resampled to other
 # voxel sizes by --randomize differ by a fraction of a voxel); the folder's classes.json keeps the first.
 RADIUS_TOLERANCE = 0.05
+# Points on context structures written for negatives: one per cell of this many voxels (a 32³ patch's reach).
+CONTEXT_POINT_SPACING = 24
 
 
 def claim_classes(out: Path, classes: ClassRegistry) -> Path:
@@ -475,7 +559,10 @@ def write_simulation(sim: Simulation, out: Path, name: str = "tomo", randomized:
 
     ``NAME.mrc`` (tomogram), ``NAME_labels.mrc`` (spheres), ``NAME_masks.mrc``
     (shapes), ``NAME_particles.csv`` / ``.star`` (truth, voxels),
-    ``NAME_distractors.csv``, ``classes.json`` and ``NAME_settings.json``.
+    ``NAME_distractors.csv``, ``classes.json`` and ``NAME_settings.json``; with cellular context also
+    ``NAME_context.mrc`` (0 none, i + 1 for ``context.KINDS[i]``) and ``NAME_context.csv`` (points on the
+    structures' surfaces, about :data:`CONTEXT_POINT_SPACING` voxels apart, named by kind: negatives for
+    ``patches --simulation-negatives``).
     """
     out = Path(out)
     vs = sim.settings.voxel_size
@@ -490,11 +577,19 @@ def write_simulation(sim: Simulation, out: Path, name: str = "tomo", randomized:
         "distractors": write_particles(sim.distractors, out / f"{name}_distractors.csv"),
         "classes": classes,
     }
+    if sim.context_labels is not None:
+        files["context"] = write_volume(out / f"{name}_context.mrc", sim.context_labels, vs, dtype="int8")
+        points, kinds = cellular.surface_points(sim.context_labels, CONTEXT_POINT_SPACING,
+                                                np.random.default_rng([sim.settings.seed, 4099]))
+        table = ParticleTable.from_columns(points, kinds, name) if len(kinds) else ParticleTable.empty()
+        files["context_points"] = write_particles(table, out / f"{name}_context.csv")
     settings = dataclasses.asdict(sim.settings)
     settings["seconds"] = {k: round(v, 2) for k, v in sim.seconds.items()}
     settings["measured"] = {k: round(v, 5) for k, v in sim.measured.items()}
     if randomized is not None:  # what --randomize drew (also in the settings above)
         settings["randomized"] = randomized
+    if sim.context_drawn:  # each context structure's geometry (voxels) and the imaging effects as drawn
+        settings["context_drawn"] = sim.context_drawn
     from keras_ucaps.io.jsonfile import write_json
 
     files["settings"] = write_json(out / f"{name}_settings.json", settings)

@@ -117,14 +117,23 @@ def ramp_filter(series: np.ndarray) -> np.ndarray:
 def image_series(
     projections: np.ndarray,
     voxel_size: float,
-    snr: float,
+    snr: float | None,
     microscope: Microscope,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    *,
+    reference: np.ndarray | None = None,
+    b_factors: np.ndarray | None = None,
+    noise_scale: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Apply a per-tilt CTF and add white noise at ``snr`` (signal variance over
     noise variance, per projection); ``snr=None``: noise of standard deviation 1.
 
-    Returns the noisy series, the noise-free (CTF-filtered) series and the
+    ``reference`` (default ``projections``): the projections whose imaged variance sets the noise, such as the
+    particles alone, so that what else the scene holds (membranes, gold) leaves the noise as it was.
+    ``b_factors``: each tilt's B-factor in Å² instead of the microscope's (dose accumulation).
+    ``noise_scale``: a (y, u) map multiplying the noise's standard deviation (uneven ice).
+
+    Returns the noisy series, the noise-free (CTF-filtered) series, the reference's noise-free series and the
     defocus of each tilt in µm.
     """
     _, ny, nu = projections.shape
@@ -134,11 +143,18 @@ def image_series(
     defocus = rng.uniform(*microscope.defocus_range, size=len(projections))
     clean = np.empty_like(projections)
     noisy = np.empty_like(projections)
+    reference_clean = clean if reference is None else np.empty_like(reference)
     for t, image in enumerate(projections):
-        clean[t] = -np.fft.irfft2(np.fft.rfft2(image) * ctf(k2, defocus[t], microscope), s=(ny, nu))
-        sigma = 1.0 if snr is None or clean[t].var() == 0 else np.sqrt(clean[t].var() / snr)
-        noisy[t] = clean[t] + rng.normal(0.0, sigma, size=clean[t].shape).astype(np.float32)
-    return noisy, clean, defocus
+        scope = microscope if b_factors is None else dataclasses.replace(microscope, b_factor=float(b_factors[t]))
+        transfer = ctf(k2, defocus[t], scope)
+        clean[t] = -np.fft.irfft2(np.fft.rfft2(image) * transfer, s=(ny, nu))
+        if reference is not None:
+            reference_clean[t] = -np.fft.irfft2(np.fft.rfft2(reference[t]) * transfer, s=(ny, nu))
+        variance = reference_clean[t].var()
+        sigma = 1.0 if snr is None or variance == 0 else np.sqrt(variance / snr)
+        noise = rng.normal(0.0, sigma, size=clean[t].shape).astype(np.float32)
+        noisy[t] = clean[t] + (noise if noise_scale is None else noise * noise_scale)
+    return noisy, clean, reference_clean, defocus
 
 
 def reconstruct(series: np.ndarray, angles_deg: np.ndarray, nz: int) -> np.ndarray:
@@ -157,19 +173,9 @@ def wedge_mask(shape: tuple[int, int, int], max_tilt_deg: float) -> np.ndarray:
     return np.broadcast_to(inside, (nz, ny, nx // 2 + 1))
 
 
-def fast_tomogram(
-    density: np.ndarray,
-    voxel_size: float,
-    snr: float,
-    max_tilt_deg: float,
-    microscope: Microscope,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Missing wedge, CTF (mean defocus) and noise applied directly in 3D Fourier space.
-
-    ``snr`` is the variance of the imaged signal over that of the (equally
-    wedge-filtered) noise in the volume. Returns the signal and the noise (their sum is the tomogram).
-    """
+def fast_image(density: np.ndarray, voxel_size: float, max_tilt_deg: float, microscope: Microscope) -> np.ndarray:
+    """``density`` through the CTF (mean defocus) and the missing wedge of a ±max_tilt series about y, in 3D
+    Fourier space (dense objects come out dark, as on the microscope)."""
     from scipy import fft
 
     shape = density.shape
@@ -178,8 +184,32 @@ def fast_tomogram(
     kx = fft.rfftfreq(shape[2], d=voxel_size)[None, None, :]
     transfer = ctf(kz**2 + ky**2 + kx**2, float(np.mean(microscope.defocus_range)), microscope)
     transfer = transfer * wedge_mask(shape, max_tilt_deg)
-    signal = -fft.irfftn(fft.rfftn(density, workers=-1) * transfer, s=shape, workers=-1)
+    return (-fft.irfftn(fft.rfftn(density, workers=-1) * transfer, s=shape, workers=-1)).astype(np.float32)
+
+
+def fast_tomogram(
+    density: np.ndarray,
+    voxel_size: float,
+    snr: float,
+    max_tilt_deg: float,
+    microscope: Microscope,
+    rng: np.random.Generator,
+    *,
+    noise_scale: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Missing wedge, CTF (mean defocus) and noise applied directly in 3D Fourier space.
+
+    ``snr`` is the variance of the imaged signal over that of the (equally
+    wedge-filtered) noise in the volume; ``noise_scale``, a (y, x) map, then multiplies the noise's standard
+    deviation (uneven ice). Returns the signal and the noise (their sum is the tomogram).
+    """
+    from scipy import fft
+
+    shape = density.shape
+    signal = fast_image(density, voxel_size, max_tilt_deg, microscope)
     noise = rng.normal(size=shape).astype(np.float32)
     noise = fft.irfftn(fft.rfftn(noise, workers=-1) * wedge_mask(shape, max_tilt_deg), s=shape, workers=-1)
     noise *= np.sqrt(signal.var() / snr / max(noise.var(), 1e-20))
-    return signal.astype(np.float32), noise.astype(np.float32)
+    if noise_scale is not None:
+        noise = noise * noise_scale
+    return signal, noise.astype(np.float32)
