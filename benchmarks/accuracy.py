@@ -32,6 +32,13 @@ thresholds tuned again are scored without predicting again.
 In distribution over several held-out seeds (never used for training or tuning; 95-98 tune the bundled
 thresholds, tools/tune_thresholds.py): macro F1 per seed, mean ± standard deviation, per-class means.
 --tile and --overlap pass predict's.
+
+    python benchmarks/accuracy.py --seeds 99 100 101 102 --context --models shrec-unet,shrec-ucaps
+
+The cellular test set: the same seeds simulated with `simulate --context` (membranes, filaments, gold,
+contamination, an edge, uneven ice, alignment errors and dose, drawn per seed), in seedNN_context/; compare
+with the run without --context (the same particles' settings, the same seeds). benchmarks/false_picks.py then
+says how many false picks lie on the context structures.
 """
 
 import argparse
@@ -157,11 +164,12 @@ def heldout_seeds(args, work, env):
     options = [*(["--tile", args.tile] if args.tile is not None else []),
                *(["--overlap", args.overlap] if args.overlap is not None else [])]  # as printed
     table = {}
+    suffix = "_context" if args.context else ""
     for seed in args.seeds:
-        folder = work / f"seed{seed}"
+        folder = work / f"seed{seed}{suffix}"
         if not (folder / "tomo.mrc").is_file():
-            timed(cli("simulate", "--preset", args.preset, "--shape", z, y, x, "--seed", seed, "--out", folder),
-                  env=env)
+            timed(cli("simulate", "--preset", args.preset, "--shape", z, y, x, "--seed", seed, "--out", folder,
+                      *(["--context"] if args.context else [])), env=env)
         for model in models:
             start = time.perf_counter()
             scores = pick_and_score(folder, model, args.tile, args.overlap)
@@ -170,6 +178,7 @@ def heldout_seeds(args, work, env):
             print(f"{model} | seed {seed} | macro F1 {sum(f1.values()) / len(f1):.3f} | {f1} | "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; '{args.preset}' preset {tuple(args.shape)}"
+          + (", with cellular context" if args.context else "")
           + (f", predict {' '.join(map(str, options))}" if options else ""))
     classes = list(next(iter(next(iter(table.values())).values())))
     print("| model | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean ± sd | "
@@ -181,8 +190,8 @@ def heldout_seeds(args, work, env):
         per_class = " / ".join(f"{statistics.mean(rows[s][c]['f1'] for s in args.seeds):.2f}" for c in classes)
         print(f"| `{model}` | " + " | ".join(f"{m:.3f}" for m in macro)
               + f" | {statistics.mean(macro):.3f} ± {spread:.3f} | {per_class} |")
-    (work / "seeds.json").write_text(json.dumps({m: {str(s): v for s, v in r.items()} for m, r in table.items()},
-                                                indent=2))
+    by_seed = {m: {str(s): v for s, v in r.items()} for m, r in table.items()}
+    (work / f"seeds{suffix}.json").write_text(json.dumps(by_seed, indent=2))
 
 
 def shifted(args, work, env):
@@ -228,11 +237,15 @@ def main():
                         help="With --shifted or --seeds: comma-separated bundled model names or run folders")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="Score --models on in-distribution tomograms of these seeds instead")
+    parser.add_argument("--context", action="store_true",
+                        help="With --seeds: the cellular test set (the seeds simulated with --context)")
     parser.add_argument("--tile", type=int, default=None, help="With --seeds: predict --tile")
     parser.add_argument("--overlap", type=int, default=None, help="With --seeds: predict --overlap")
     args = parser.parse_args()
     if (args.tile is not None or args.overlap is not None) and not args.seeds:
         parser.error("--tile and --overlap apply with --seeds only")
+    if args.context and not args.seeds:
+        parser.error("--context applies with --seeds only")
     work, env = working_folder(args.work)
     if args.shifted:
         return shifted(args, work, env)

@@ -52,6 +52,34 @@ def test_ome_zarr_tomograms_read_without_copick(project):
     np.testing.assert_allclose(volume.data, sources[0].volume.data, atol=1e-6)
 
 
+def test_a_copick_store_is_the_store_of_the_same_picks_as_files(project, tmp_path):
+    """`patches --copick` and `patches --tomogram … --particles …` of the same tomograms and picks write the same
+    store (copick lists picks by class, the files in their own order)."""
+    import h5py
+
+    from keras_ucaps.io import Volume, write_particles, write_volume
+
+    config, sources = project
+    classes = tmp_path / "classes.json"
+    assert run_cli("classes", "big=50", "small=30", "--out", classes).returncode == 0
+    from_copick = run_cli("patches", "--copick", config, "--voxel-spacing", "10", "--user-id", "curator",
+                          "--classes", classes, "--out", tmp_path / "a.h5", "--patch-size", "32")
+    assert from_copick.returncode == 0, from_copick.stderr[-2000:]
+    files = []
+    for source in sources:
+        name = f"TS_{source.name}"
+        write_volume(tmp_path / f"{name}.mrc", np.asarray(source.volume.data), VOXEL_SIZE)
+        write_particles(source.particles.replace(tomo=np.full(len(source.particles), name, dtype=object)),
+                        tmp_path / f"{name}.csv")
+        files += ["--tomogram", tmp_path / f"{name}.mrc", "--particles", tmp_path / f"{name}.csv"]
+    from_files = run_cli("patches", *files, "--classes", classes, "--out", tmp_path / "b.h5", "--patch-size", "32")
+    assert from_files.returncode == 0, from_files.stderr[-2000:]
+    assert isinstance(sources[0].volume, Volume)
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        for key in ("centre", "class", "tomogram", "split", "images", "labels"):
+            np.testing.assert_allclose(a[key][()], b[key][()], atol=1e-5, err_msg=key)
+
+
 def test_the_chain_inside_a_copick_project(project, tmp_path):
     config, sources = project
     classes = tmp_path / "classes.json"

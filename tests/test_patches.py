@@ -169,3 +169,23 @@ def test_patches_cli_cuts_negatives_of_a_simulation(tmp_path):
     result = run_cli("patches", "--simulation", sim, "--simulation-negatives", "--out", tmp_path / "q.h5")
     assert result.returncode == 2 and tables[1].name in result.stderr
     assert not (tmp_path / "q.h5").exists()
+
+
+def test_the_store_does_not_depend_on_the_order_of_the_particle_rows(tmp_path):
+    """The same picks give the same store whatever order their file lists them in (copick's picks come grouped by
+    class, a CSV file's in the order it was written: their stores differed from the second patch on, each patch's
+    jitter drawn for another particle)."""
+    import dataclasses
+
+    sources, classes = make_sources(2)
+    negatives = _negatives(sources)
+    sources = [dataclasses.replace(s, negatives=t) for s, t in zip(sources, negatives, strict=True)]
+    rng = np.random.default_rng(1)
+    shuffled = [dataclasses.replace(s, particles=s.particles[rng.permutation(len(s.particles))],
+                                    negatives=s.negatives[rng.permutation(len(s.negatives))]) for s in sources]
+    settings = PatchSettings(patch_size=32)
+    build_patch_store(sources, classes, VOXEL_SIZE, tmp_path / "a.h5", settings)
+    build_patch_store(shuffled, classes, VOXEL_SIZE, tmp_path / "b.h5", settings)
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        for key in ("centre", "class", "tomogram", "split", "negative", "images", "labels"):
+            np.testing.assert_array_equal(a[key][()], b[key][()], err_msg=key)

@@ -180,7 +180,9 @@ def _plan(sources: Sequence[Source], settings: PatchSettings, label_ids: dict[st
           rng) -> list[tuple[int, np.ndarray, int, int, bool]]:
     """(tomogram index, patch centre x y z, class label or -1, split, centred on a negative) for every patch.
 
-    Negatives' patches are planned last, so a store without negatives draws what it drew before."""
+    Negatives' patches are planned last, so a store without negatives draws what it drew before. Particles and
+    negatives are taken in a canonical order (class, z, y, x), so the same picks give the same store whatever
+    order their file lists them in (copick's picks come grouped by class, a CSV file's as it was written)."""
     size = settings.patch_size
     half = size // 2
     val_tomos = set()
@@ -202,17 +204,18 @@ def _plan(sources: Sequence[Source], settings: PatchSettings, label_ids: dict[st
             if train_hi[0] < lo[0] or val_lo[0] > hi[0]:
                 raise InputError(src.volume.path or src.name, f"too narrow along x ({nx}) to hold out a validation "
                                                               f"region with {size}³ patches: give a second tomogram")
+        particles = src.particles.sorted()
         for part, region_lo, region_hi in regions:
             region = (t, part, region_lo, region_hi)
-            labels = [label_ids[c] for c in src.particles.class_name]
-            n_particles = _around(plans, region, src.particles.coords, labels, settings.per_particle, False,
+            labels = [label_ids[c] for c in particles.class_name]
+            n_particles = _around(plans, region, particles.coords, labels, settings.per_particle, False,
                                   settings, rng)
             n_background = int(round(settings.background_fraction * n_particles)) if n_particles else 0
             for _ in range(n_background):
                 centre = np.array([rng.integers(a, b + 1) for a, b in zip(region_lo, region_hi, strict=True)])
                 plans.append((t, centre, -1, part, False))
             if src.negatives is not None:
-                negatives.append((region, src.negatives.coords))
+                negatives.append((region, src.negatives.sorted().coords))
     for region, coords in negatives:  # last: the other patches are drawn as without negatives
         _around(plans, region, coords, [-1] * len(coords), settings.per_negative, True, settings, rng)
     return plans
