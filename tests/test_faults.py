@@ -387,7 +387,7 @@ def test_a_failed_prediction_keeps_the_old_maps_and_leaves_no_scratch(tmp_path, 
     from pathlib import Path
 
     monkeypatch.setattr(module, "predict_volume", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="maps: cannot be written \\(input/output error\\)"):
         module.predict_tomogram(loaded, tmp_path / "tomo.mrc", out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 

@@ -50,6 +50,9 @@ def reports_input_errors(command):
     return wrapper
 
 
+# Seeds numpy and Keras both take (keras.utils.set_random_seed refuses 2**32 and above, numpy negative seeds).
+SEED = click.IntRange(0, 2**32 - 1)
+
 voxel_size_option = click.option(
     "--voxel-size",
     type=FiniteFloat(min=0, min_open=True),

@@ -15,7 +15,7 @@ from keras_ucaps.cli.common import reports_input_errors
 @click.option("--version", default=None, type=click.IntRange(min=1), help="Version number (default: the next).")
 @click.option("--base", default="saved_models", show_default=True, type=click.Path(path_type=Path),
               help="TF Serving model base path.")
-@click.option("--tile", default=None, type=click.IntRange(min=8),
+@click.option("--tile", default=None, type=click.IntRange(min=8, max=1024),
               help="Fixed input side D = H = W of the served model (default: the model's tile contract: 128 for "
                    "whole-input models, else 64 or the training patch).")
 @reports_input_errors

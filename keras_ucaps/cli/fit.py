@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import FiniteFloat, reports_input_errors
+from keras_ucaps.cli.common import SEED, FiniteFloat, reports_input_errors
 
 
 @click.command()
@@ -15,7 +15,7 @@ from keras_ucaps.cli.common import FiniteFloat, reports_input_errors
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Patch store from `keras-ucaps patches`.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (e.g. runs/NAME).")
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=FiniteFloat(min=0, min_open=True))
 @click.option("--patience", default=10, show_default=True, type=click.IntRange(min=1),
               help="Epochs without validation improvement before stopping (the rate halves after a third).")
@@ -47,7 +47,7 @@ from keras_ucaps.cli.common import FiniteFloat, reports_input_errors
               help="Also augment what differs between microscopes, each with probability 1/2: anisotropic "
                    "scale 0.9-1.1, blur (sigma 0.3-1 voxel), added noise (sigma 0.05-0.3), gain 0.8-1.25 and "
                    "offset ±0.2.")
-@click.option("--folds", default=None, type=click.IntRange(min=2),
+@click.option("--folds", default=None, type=click.IntRange(2, 100),
               help="K-fold cross-validation by tomogram: K runs in OUT/fold_K, then the mean and spread.")
 @click.option("--init-weights", default=None, metavar="MODEL",
               help="Fine-tune: start from a trained model's weights: a bundled model (shrec-unet, shrec-ucaps, "
@@ -57,7 +57,7 @@ from keras_ucaps.cli.common import FiniteFloat, reports_input_errors
               help="Also keep the model of every N-th epoch, in OUT/epochs/NN/ (a folder that --model and "
                    "--init-weights take): for learning curves, or to go back to an earlier epoch.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @reports_input_errors
 def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mixed_precision, steps_per_epoch,
         validation_steps, levels, encoder_kernel_size, dilation, capsule_init, normalization, filters, reconstruction,
@@ -113,10 +113,20 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
         click.echo(f"best epoch {best.get('epoch')}: " + _format(best))
         return
     results = []
+    from keras_ucaps.io.atomic import first_missing
+
+    made = None if resume else first_missing(out)
     for k in range(folds):
         fold_settings = FitSettings(**{**settings.__dict__, "out": str(out / f"fold_{k}"), "folds": folds, "fold": k})
         resume_fold = resume and (out / f"fold_{k}" / "config.json").exists()
-        results.append(run_fit(fold_settings, resume=resume_fold, given=given, source=source))
+        try:
+            results.append(run_fit(fold_settings, resume=resume_fold, given=given, source=source))
+        except (InputError, OSError):
+            if k == 0 and made is not None:  # refused before any fold trained: leave no folder behind
+                import shutil
+
+                shutil.rmtree(made, ignore_errors=True)
+            raise
         click.echo(f"fold {k}: best epoch {results[-1].get('epoch')}: " + _format(results[-1]))
     keys = sorted({k for r in results for k in r if k.startswith("val_")})
     summary = {k: {"mean": float(np.mean([r[k] for r in results])), "std": float(np.std([r[k] for r in results]))}

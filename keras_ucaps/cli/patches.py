@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import FINITE_FLOAT, FiniteFloat, copick_options, reports_input_errors, voxel_size_option
+from keras_ucaps.cli.common import (
+    FINITE_FLOAT,
+    SEED,
+    FiniteFloat,
+    copick_options,
+    reports_input_errors,
+    voxel_size_option,
+)
 
 
 @click.command()
@@ -27,14 +34,14 @@ from keras_ucaps.cli.common import FINITE_FLOAT, FiniteFloat, copick_options, re
               help="With --simulation: each tomogram's unlabelled crowding particles (NAME_distractors.csv) "
                    "and, where it was simulated with context, points on its membranes, filaments, gold, "
                    "contamination and edge (NAME_context.csv) are its negatives.")
-@click.option("--per-negative", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--per-negative", default=1, show_default=True, type=click.IntRange(1, 1000),
               help="Background patches around each negative (each with its own jitter).")
 @click.option("--classes", "classes_path", type=click.Path(path_type=Path),
               help="Class registry (JSON); the task is its class list.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Patch store to write (HDF5).")
 @click.option("--patch-size", default=64, show_default=True, type=click.Choice(["32", "48", "64"]),
               help="Patch side in voxels (smaller patches help tiny particles).")
-@click.option("--per-particle", default=1, show_default=True, type=click.IntRange(min=1),
+@click.option("--per-particle", default=1, show_default=True, type=click.IntRange(1, 1000),
               help="Patches around each particle (each with its own jitter).")
 @click.option("--jitter", default=1 / 3, show_default=True, type=FINITE_FLOAT,
               help="Random offset of patch centres, as a fraction of the patch side.")
@@ -42,7 +49,7 @@ from keras_ucaps.cli.common import FINITE_FLOAT, FiniteFloat, copick_options, re
               help="Random background patches, per particle patch.")
 @click.option("--validation-fraction", default=0.2, show_default=True, type=FiniteFloat(0.05, 0.5),
               help="Share of tomograms held out (or of the x extent, with one tomogram).")
-@click.option("--radius-scale", default=1.0, show_default=True, type=FiniteFloat(min=0, min_open=True),
+@click.option("--radius-scale", default=1.0, show_default=True, type=FiniteFloat(0, 10, min_open=True),
               help="Multiply class radii for the sphere labels.")
 @click.option("--normalization", default="robust", show_default=True, type=click.Choice(["robust", "zscore"]),
               help="How each tomogram is normalised (prediction does the same): robust subtracts a smooth "
@@ -50,7 +57,7 @@ from keras_ucaps.cli.common import FINITE_FLOAT, FiniteFloat, copick_options, re
                    "divides by the robust standard deviation, clipping at ±8; zscore uses the tomogram's mean "
                    "and standard deviation (as before).")
 @voxel_size_option
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @copick_options
 @click.option("--user-id", default=None, help="With --copick: whose picks are the training labels (default: anyone's).")
 @click.option("--session-id", default=None, help="With --copick: which session's picks (default: any).")

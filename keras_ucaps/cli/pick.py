@@ -127,6 +127,9 @@ def _pick_maps(label_maps, classes_path, min_sizes, suppress, thresholds_path, f
     from keras_ucaps.io import ParticleTable
     from keras_ucaps.picking.maps import PickingSettings, pick_from_maps, table_name
 
+    for path in label_maps:  # the maps named first: a missing one, not the registry beside it
+        if not Path(path).is_file():
+            raise InputError(path, "no such file" if not Path(path).exists() else "not a file")
     beside = Path(label_maps[0]).parent / "classes.json"
     classes = ClassRegistry.load(classes_path or beside)
     if classes_path is not None and beside.is_file() and Path(classes_path).resolve() != beside.resolve():

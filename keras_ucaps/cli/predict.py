@@ -12,16 +12,16 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_s
 @click.command()
 @click.argument("arguments", nargs=-1, required=True, metavar="[RUN_OR_MODEL] TOMO.mrc...")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the maps.")
-@click.option("--tile", default=None, type=click.IntRange(min=8),
+@click.option("--tile", default=None, type=click.IntRange(8, 1024),
               help="Longest tile side in voxels (default: 160) for models whose outputs see a bounded "
                    "neighbourhood (the UNet); each axis gets the fewest tiles of one length. Models that normalise "
                    "over their whole input (UCaps, UNet with instance norm) take fixed tiles of this side "
                    "(default 128), each voxel from one tile.")
-@click.option("--overlap", "margin", default=None, type=click.IntRange(min=0),
+@click.option("--overlap", "margin", default=None, type=click.IntRange(0, 512),
               help="Voxels trusted less at each tile face (default: the receptive radius, at most an eighth of "
                    "a tile; for a local model, at least the receptive radius makes tiles equal one-pass "
                    "prediction).")
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Tiles per batch.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1, 1024), help="Tiles per batch.")
 @click.option("--pick", "pick_out", default=None, type=click.Path(path_type=Path),
               help="Also pick particles into this table (any format), as `keras-ucaps pick` would, with the "
                    "run's thresholds.json when it has one.")
@@ -29,7 +29,7 @@ from keras_ucaps.cli.common import copick_options, reports_input_errors, voxel_s
               help="Predict on a TensorFlow Serving gRPC endpoint instead of a local model.")
 @click.option("--model-name", default=None, help="The served model's name (with --server).")
 @click.option("--model-version", default=None, type=click.IntRange(min=1), help="A served version (default: latest).")
-@click.option("--concurrency", default=None, type=click.IntRange(min=1),
+@click.option("--concurrency", default=None, type=click.IntRange(1, 1024),
               help="With --server: tile requests in flight at once, so server-side batching has requests to batch "
                    "(default: 8, one batch of the exported batching.config). Results equal sequential prediction.")
 @click.option("--tta", is_flag=True,

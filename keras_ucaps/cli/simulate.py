@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keras_ucaps.cli.common import FINITE_FLOAT, FiniteFloat, reports_input_errors
+from keras_ucaps.cli.common import FINITE_FLOAT, SEED, FiniteFloat, reports_input_errors
 
 SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512, 512)}
 
@@ -17,7 +17,7 @@ SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512,
                    "ribosome 4v4r; full: 12 SHREC'19-like classes.")
 @click.option("--size", type=click.Choice(list(SIZES)), default="shrec", show_default=True,
               help="small 64×128×128, medium 128×256×256, shrec 200×512×512 (z×y×x).")
-@click.option("--shape", nargs=3, type=click.IntRange(min=8), default=None, metavar="Z Y X",
+@click.option("--shape", nargs=3, type=click.IntRange(8, 4096), default=None, metavar="Z Y X",
               help="Tomogram shape in voxels; overrides --size.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to write into.")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(min=1), help="Number of tomograms.")
@@ -61,15 +61,15 @@ SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512,
                    "0.1-1 voxel and 0-0.5°, dose B-factor 0-8 Å² per tilt. Any of the options below fixes its "
                    "part. Written: NAME_context.mrc (structures' labels), NAME_context.csv (points on them) and "
                    "every drawn value in NAME_settings.json.")
-@click.option("--vesicles", type=click.IntRange(min=0), default=None, help="Membrane vesicles (radius 15-50 nm).")
-@click.option("--sheets", type=click.IntRange(min=0), default=None, help="Curved membrane sheets.")
-@click.option("--actin", type=click.IntRange(min=0), default=None, help="Actin-like rods, 7 nm across.")
-@click.option("--microtubules", type=click.IntRange(min=0), default=None,
+@click.option("--vesicles", type=click.IntRange(0, 1000), default=None, help="Membrane vesicles (radius 15-50 nm).")
+@click.option("--sheets", type=click.IntRange(0, 1000), default=None, help="Curved membrane sheets.")
+@click.option("--actin", type=click.IntRange(0, 1000), default=None, help="Actin-like rods, 7 nm across.")
+@click.option("--microtubules", type=click.IntRange(0, 1000), default=None,
               help="Microtubule-like tubes, 25 nm across, hollow.")
-@click.option("--gold", type=click.IntRange(min=0), default=None,
+@click.option("--gold", type=click.IntRange(0, 1000), default=None,
               help="Gold fiducials, 5-15 nm, mostly at the ice's surfaces (projected with the tilt series: "
                    "back-projection draws their streaks).")
-@click.option("--contamination", type=click.IntRange(min=0), default=None,
+@click.option("--contamination", type=click.IntRange(0, 1000), default=None,
               help="Ice contamination blobs at the ice's surfaces.")
 @click.option("--edge", type=click.Choice(["none", "carbon", "lamella"]), default=None,
               help="A dense carbon region, or a lamella's end (vacuum), over part of the field.")
@@ -83,7 +83,7 @@ SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512,
               help="Residual in-plane rotation of each tilt: standard deviation, degrees.")
 @click.option("--dose-b-factor", type=FiniteFloat(0, 100), default=None,
               help="Å² added to the B-factor per tilt in dose-symmetric acquisition order (radiation damage).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @reports_input_errors
 def simulate(preset, size, shape, out, count, name, class_maps, distractors, voxel_size, occupancy,
              max_particles, slab_thickness, snr, tomogram_snr, tilt_range, b_factor, defocus, mode, randomize,
@@ -140,6 +140,7 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
         overrides["classes"] = [c.strip() for c in class_maps.split(",") if c.strip()]
     if distractors is not None:
         overrides["distractors"] = [c.strip() for c in distractors.split(",") if c.strip()]
+    _check_memory(overrides["shape"], "--shape" if shape else "--size")
     for i in range(count):
         tomo = name if count == 1 else f"{name}_{i:02d}"
         settings, drawn = settings_for_preset(preset, seed=seed + i, **overrides), None
@@ -165,3 +166,25 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
             kinds = {k: structures.count(k) for k in dict.fromkeys(structures)}
             click.echo(f"  {'context':>8}: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
     click.echo(f"ground truth: {out}/*_particles.csv, *_labels.mrc, *_masks.mrc, classes.json")
+
+
+# What a simulation holds per voxel at its peak (volumes, label maps, projections and their transforms), measured
+# on a 200×512×512 tomogram: about 1 GB.
+BYTES_PER_VOXEL = 24
+
+
+def _check_memory(shape, option: str) -> None:
+    """Refuse a tomogram that cannot fit in the memory this machine has available, before any work."""
+    import os
+
+    from keras_ucaps.errors import InputError
+
+    voxels = int(shape[0]) * int(shape[1]) * int(shape[2])
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no such figure here: let the simulation try
+        return
+    if voxels * BYTES_PER_VOXEL > available:
+        z, y, x = shape
+        raise InputError(option, f"{x}×{y}×{z} voxels need about {voxels * BYTES_PER_VOXEL / 2**30:.0f} GiB to "
+                                  f"simulate; this machine has {available / 2**30:.0f} GiB available")

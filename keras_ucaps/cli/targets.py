@@ -18,7 +18,7 @@ from keras_ucaps.cli.common import FiniteFloat, reports_input_errors, table_form
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Label map to write (MRC or HDF5).")
 @click.option("--tomo", default=None, help="Which tomogram of the table (default: the only one, or TOMOGRAM's stem).")
 @click.option("--format", "table_format", type=table_format_choice, help="Table format (default: from the suffix).")
-@click.option("--radius-scale", default=1.0, show_default=True, type=FiniteFloat(min=0, min_open=True),
+@click.option("--radius-scale", default=1.0, show_default=True, type=FiniteFloat(0, 10, min_open=True),
               help="Multiply every class radius.")
 @voxel_size_option
 @reports_input_errors

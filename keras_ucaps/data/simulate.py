@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ from keras_ucaps.data.tilt_series import (
 )
 from keras_ucaps.errors import InputError
 from keras_ucaps.io import FormatContext, ParticleTable, write_particles, write_volume
+from keras_ucaps.io.atomic import first_missing
 
 PRESETS = {
     # The paper's three size classes: large (4D8Q, here yeast TRiC 4v94), medium (rubisco), tiny (3GL1).
@@ -565,18 +567,38 @@ def write_simulation(sim: Simulation, out: Path, name: str = "tomo", randomized:
     ``patches --simulation-negatives``).
     """
     out = Path(out)
+    made = first_missing(out)
+    new_registry = not (out / "classes.json").exists()
+    files: dict[str, Path] = {}
+    try:
+        files["classes"] = claim_classes(out, sim.classes)  # first: a clash leaves the folder as it was
+        _write_files(sim, out, name, randomized, files)
+    except BaseException:
+        # A failed write (a full disk) leaves the folder as it was: what this call wrote goes again.
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        else:
+            for role, path in files.items():
+                if role != "classes":
+                    path.unlink(missing_ok=True)
+            if new_registry and not any(out.glob("*_settings.json")):
+                (out / "classes.json").unlink(missing_ok=True)
+        raise
+    return files
+
+
+def _write_files(sim: Simulation, out: Path, name: str, randomized: dict | None, files: dict[str, Path]) -> None:
+    """Write a simulation's files, entering each into ``files`` once written."""
+    from keras_ucaps.io.jsonfile import write_json
+
     vs = sim.settings.voxel_size
-    classes = claim_classes(out, sim.classes)  # first: a clash leaves the folder as it was
-    files = {
-        "tomogram": write_volume(out / f"{name}.mrc", sim.tomogram, vs),
-        "labels": write_volume(out / f"{name}_labels.mrc", sim.sphere_labels, vs, dtype="int8"),
-        "masks": write_volume(out / f"{name}_masks.mrc", sim.mask_labels, vs, dtype="int8"),
-        "particles": write_particles(sim.particles, out / f"{name}_particles.csv"),
-        "star": write_particles(sim.particles, out / f"{name}_particles.star", "relion4",
-                                FormatContext(voxel_size=vs, classes=sim.classes)),
-        "distractors": write_particles(sim.distractors, out / f"{name}_distractors.csv"),
-        "classes": classes,
-    }
+    files["tomogram"] = write_volume(out / f"{name}.mrc", sim.tomogram, vs)
+    files["labels"] = write_volume(out / f"{name}_labels.mrc", sim.sphere_labels, vs, dtype="int8")
+    files["masks"] = write_volume(out / f"{name}_masks.mrc", sim.mask_labels, vs, dtype="int8")
+    files["particles"] = write_particles(sim.particles, out / f"{name}_particles.csv")
+    files["star"] = write_particles(sim.particles, out / f"{name}_particles.star", "relion4",
+                                    FormatContext(voxel_size=vs, classes=sim.classes))
+    files["distractors"] = write_particles(sim.distractors, out / f"{name}_distractors.csv")
     if sim.context_labels is not None:
         files["context"] = write_volume(out / f"{name}_context.mrc", sim.context_labels, vs, dtype="int8")
         points, kinds = cellular.surface_points(sim.context_labels, CONTEXT_POINT_SPACING,
@@ -590,7 +612,4 @@ def write_simulation(sim: Simulation, out: Path, name: str = "tomo", randomized:
         settings["randomized"] = randomized
     if sim.context_drawn:  # each context structure's geometry (voxels) and the imaging effects as drawn
         settings["context_drawn"] = sim.context_drawn
-    from keras_ucaps.io.jsonfile import write_json
-
     files["settings"] = write_json(out / f"{name}_settings.json", settings)
-    return files

@@ -102,7 +102,11 @@ def _load(name: str, path: str | None, voxel_size: float) -> Template:
     native = _centred_cube(np.clip(density / density.max(), 0, None))
     radius = _radius(native, volume.voxel_size)
     if abs(volume.voxel_size - voxel_size) > 1e-3:
-        density = ndimage.zoom(density, volume.voxel_size / voxel_size, order=1)
+        factor = volume.voxel_size / voxel_size
+        if min(density.shape) * factor < 3 or max(density.shape) * factor > 1024:
+            raise InputError("--voxel-size", f"{voxel_size:g} Å per voxel makes the {volume.voxel_size:g} Å map "
+                                             f"{source} {factor * max(density.shape):.3g} voxels across: out of reach")
+        density = ndimage.zoom(density, factor, order=1)
         density = _centred_cube(np.clip(density / density.max(), 0, None))
     else:
         density = native

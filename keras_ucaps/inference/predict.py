@@ -33,7 +33,7 @@ import numpy as np
 
 from keras_ucaps.data.normalization import ZSCORE, Normalization, measure
 from keras_ucaps.errors import InputError, KerasUcapsWarning
-from keras_ucaps.io.atomic import check_output, remove_stale_scratch, scratch_folder
+from keras_ucaps.io.atomic import check_output, first_missing, remove_stale_scratch, scratch_folder
 from keras_ucaps.io.diskarray import DiskArray, slabs
 from keras_ucaps.io.mrc import Volume, read_volume, resolve_voxel_size
 from keras_ucaps.models.loading import LoadedModel
@@ -210,9 +210,25 @@ def predict_tomogram(
     final = {c.name: out / f"{name}_prob_{c.name}.mrc" for c in loaded.classes.classes}
     final["labels"], final["classes"] = out / f"{name}_labels.mrc", out / "classes.json"
     layout = _tiling(loaded, volume, vs, tomogram, tile, margin)  # checked before any file is touched
+    check_output(out, folder=True)  # a file, a link (dangling too) or a device where the folder is to be
     for path in final.values():  # before any work: a path we could not write
         check_output(path)
-    out.mkdir(parents=True, exist_ok=True)
+    made = first_missing(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _predict_into(loaded, volume, vs, layout, final, out, tta=tta, batch_size=batch_size,
+                             progress=progress)
+    except OSError as err:  # a full or read-only disk under the maps or their scratch
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise InputError(out, f"cannot be written ({err.strerror or type(err).__name__})") from None
+    except BaseException:
+        if made is not None:  # the folders made for it go again: the file system is as it was
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _predict_into(loaded, volume, vs, layout, final, out, *, tta, batch_size, progress) -> dict[str, Path]:
     remove_stale_scratch(out)
     with scratch_folder(out) as staging:
         probabilities = _predict_on_disk(loaded, volume, vs, staging, layout, tta=tta, batch_size=batch_size,

@@ -57,6 +57,41 @@ def make_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def first_missing(path: str | os.PathLike) -> Path | None:
+    """The highest of ``path`` and its ancestors that does not exist (what making ``path`` would create first), or
+    None when ``path`` exists: remove it to leave the file system as it was."""
+    path = Path(os.path.abspath(path))
+    if path.exists() or path.is_symlink():
+        return None
+    missing = path
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            return missing
+        missing = parent
+    return missing
+
+
+@contextlib.contextmanager
+def _parents_removed_on_failure(path: Path) -> Iterator[None]:
+    """Folders made for ``path`` inside the block are removed again when it fails, those left empty only (another
+    writer's files in one keep it)."""
+    made = first_missing(path.parent)
+    try:
+        yield
+    except BaseException:
+        if made is not None:
+            folder = Path(os.path.abspath(path.parent))
+            while True:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == made:
+                    break
+                folder = folder.parent
+        raise
+
+
 _LIVE_SCRATCH: set[Path] = set()  # temporary files and folders this process is writing
 
 
@@ -125,28 +160,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     and ``path`` is left untouched.
     """
     path = check_output(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".part{path.suffix}",
-                                   dir=path.parent)
-        os.close(fd)
-    except OSError as err:
-        raise _cannot_write(path, err) from None
-    tmp = Path(tmp)
-    _LIVE_SCRATCH.add(tmp)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~current_umask())
-        check_output(path)  # nothing replaced it by a link or folder meanwhile
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise _cannot_write(path, err) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        _LIVE_SCRATCH.discard(tmp)
+    with _parents_removed_on_failure(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f".part{path.suffix}",
+                                       dir=path.parent)
+            os.close(fd)
+        except OSError as err:
+            raise _cannot_write(path, err) from None
+        tmp = Path(tmp)
+        _LIVE_SCRATCH.add(tmp)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o666 & ~current_umask())
+            check_output(path)  # nothing replaced it by a link or folder meanwhile
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise _cannot_write(path, err) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            _LIVE_SCRATCH.discard(tmp)
 
 
 @contextlib.contextmanager
@@ -160,26 +196,27 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     if path.exists() or path.is_symlink():
         raise FileExistsError(f"{path}: already exists")
     check_output(path, folder=True)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent))
-    except OSError as err:
-        raise _cannot_write(path, err) from None
-    _LIVE_SCRATCH.add(tmp)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~current_umask())
+    with _parents_removed_on_failure(path):
         try:
-            os.rename(tmp, path)
-        except OSError:
-            if path.exists():  # another writer made it meanwhile
-                raise FileExistsError(f"{path}: already exists") from None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent))
+        except OSError as err:
+            raise _cannot_write(path, err) from None
+        _LIVE_SCRATCH.add(tmp)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~current_umask())
+            try:
+                os.rename(tmp, path)
+            except OSError as err:
+                if path.exists():  # another writer made it meanwhile
+                    raise FileExistsError(f"{path}: already exists") from None
+                raise _cannot_write(path, err) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        _LIVE_SCRATCH.discard(tmp)
+        finally:
+            _LIVE_SCRATCH.discard(tmp)
 
 
 # Scratch names carry their writer's process id: ``.NAME.PID.XXXX.part[.SUFFIX]`` (atomic writes) and

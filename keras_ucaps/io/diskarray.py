@@ -10,6 +10,7 @@ kernel reclaims under memory pressure.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class DiskArray:
         if shape is not None:
             created = np.lib.format.open_memmap(self.path, mode="w+", dtype=dtype, shape=tuple(shape))
             del created
+            _reserve(self.path)
         header = np.load(self.path, mmap_mode="r")
         self.shape, self.dtype = tuple(header.shape), header.dtype
         del header
@@ -101,3 +103,20 @@ def slabs(length: int, bytes_per_plane: int, budget: int = 256 * 2**20):
     step = max(1, budget // max(1, bytes_per_plane))
     for start in range(0, length, step):
         yield start, min(length, start + step)
+
+
+def _reserve(path: Path) -> None:
+    """Give the (sparse) file its disk blocks now: a memory map written on a full disk dies of SIGBUS, where this
+    raises OSError (ENOSPC) before any work. The file is removed then. Filesystems that cannot reserve keep it
+    sparse."""
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                return  # EOPNOTSUPP, EINVAL: no reservation on this filesystem
+            f.close()
+            path.unlink(missing_ok=True)
+            raise
+        except AttributeError:  # no posix_fallocate on this platform
+            return

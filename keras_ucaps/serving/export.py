@@ -69,6 +69,9 @@ def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: st
     except FileExistsError:
         raise InputError(target, "another export wrote this version meanwhile: export again (it takes the next "
                                  "version) or choose --version") from None
+    except tf.errors.OpError as err:  # TensorFlow's own writes: a full or read-only disk
+        reason = " ".join(str(err.message).split()).rsplit(";", 1)[-1].strip() or type(err).__name__
+        raise InputError(target, f"cannot be written ({reason})") from None
     write_models_config(base)
     return target
 

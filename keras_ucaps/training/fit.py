@@ -347,7 +347,26 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     ``strategy``: a tf.distribute strategy; default :func:`distribution_strategy`. ``given``: the settings the
     user named explicitly; on resume each must equal the run's own (only ``epochs`` may change). ``source``: the
     :class:`~keras_ucaps.training.warm_start.Source` of ``settings.init_weights`` when the caller has read it.
+
+    A new run that fails on a bad input or a write the system refuses (a full disk) before it completed an
+    epoch leaves no run folder behind (nor the folders made for it); one with a checkpoint keeps it, for
+    ``--resume``.
     """
+    from keras_ucaps.io.atomic import first_missing
+
+    made = first_missing(settings.out) if not resume and is_chief() else None
+    try:
+        return _fit(settings, resume=resume, verbose=verbose, strategy=strategy, given=given, source=source)
+    except (InputError, OSError):
+        from keras_ucaps.training.callbacks import RunCheckpoint
+
+        if made is not None and made.is_dir() and RunCheckpoint.load_state(Path(settings.out)) is None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _fit(settings: FitSettings, *, resume: bool, verbose: int | str, strategy, given: frozenset[str],
+         source) -> dict:
     import keras
 
     from keras_ucaps.data.pipeline import make_dataset, read_store_info
