@@ -82,7 +82,6 @@ OUTPUT_FAULTS = ("an existing file", "a folder", "a link to a file", "a dangling
 INPUT_FAULTS = ("truncated", "empty", "of the wrong kind", "another command's output", "missing",
                 "a folder in its place")
 NUMBER_VALUES = ("0", "-1", "huge", "nan", "inf")
-FULL_DISK = Path("/tmp/keras-ucaps-full-disk")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,16 +221,32 @@ def listing(folder: Path) -> dict[str, tuple]:
 
 @contextlib.contextmanager
 def full_disk() -> Iterator[Path | None]:
-    """A 64 KiB tmpfs (None where mounting is not allowed)."""
-    FULL_DISK.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["umount", str(FULL_DISK)], capture_output=True)  # one a crashed sweep left
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(FULL_DISK)],
+    """A 64 KiB tmpfs of this process's own (None where mounting is not allowed)."""
+    import tempfile
+
+    mount = Path(tempfile.mkdtemp(prefix="keras-ucaps-full-disk-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
                              capture_output=True).returncode == 0
     try:
-        yield FULL_DISK if mounted else None
+        yield mount if mounted else None
     finally:
         if mounted:
-            subprocess.run(["umount", str(FULL_DISK)], capture_output=True)
+            subprocess.run(["umount", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+def _fill(path: Path) -> None:
+    """Take every free block of the disk ``path`` lies on: the next write fails with ENOSPC, however small."""
+    import errno
+
+    with open(path, "wb", buffering=0) as f:
+        for size in (65536, 4096, 1):  # big writes first, then the last bytes of a partial block
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
 
 
 def _prepare_out(out: Path) -> None:
@@ -328,6 +343,7 @@ def run_case(case: Case, ws: Path, folder: Path, limit_s: float = 60.0, disk: Pa
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         (disk / "full").mkdir()
         (disk / "full" / "keep.txt").write_text("kept\n")
+        _fill(disk / "full" / "filler")
     tokens = shlex.split(BASE[case.command])
     targets = _path_tokens(case.command).get(case.target, [])
     args, outputs = [], []

@@ -277,3 +277,29 @@ def test_cli_refuses_context_options_that_cannot_apply(tmp_path, args, option):
     assert result.returncode == 2
     assert option in result.stderr
     assert not (tmp_path / "sim").exists()
+
+
+def test_a_simulation_of_several_tomograms_that_fails_part_way_says_which_were_written(tmp_path, monkeypatch):
+    """Each tomogram is written whole or not at all; the error names the one that failed and those written."""
+    from click.testing import CliRunner
+
+    from keras_ucaps.cli import main
+    from keras_ucaps.data import simulate as module
+
+    real = module._write_files
+    calls = []
+
+    def full_on_the_third(sim, out, name, randomized, files):
+        calls.append(name)
+        if len(calls) == 3:
+            files["tomogram"] = module.write_volume(out / f"{name}.mrc", sim.tomogram, 10.0)
+            raise InputError(out / f"{name}_labels.mrc", "cannot be written (No space left on device)")
+        return real(sim, out, name, randomized, files)
+
+    monkeypatch.setattr(module, "_write_files", full_on_the_third)
+    result = CliRunner().invoke(main, ["simulate", "--shape", "32", "64", "64", "--particles", "4", "--count", "3",
+                                       "--out", str(tmp_path / "sim")])
+    assert result.exit_code == 2
+    assert "tomo_02 not written; tomo_00 to tomo_01 were, complete" in result.stderr
+    written = sorted(p.name for p in (tmp_path / "sim").iterdir())
+    assert "tomo_02.mrc" not in written and "tomo_01_settings.json" in written and "classes.json" in written

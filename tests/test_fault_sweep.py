@@ -74,3 +74,38 @@ def test_a_seeded_sample_of_the_sweep_keeps_the_contract(workspace, tmp_path):
 def test_a_copick_write_killed_part_way_leaves_the_old_project_or_the_new_one(workspace, tmp_path):
     outcome = fault_sweep.run_kill("convert --to copick", workspace, tmp_path, 0.5)
     assert not outcome.failed, (outcome.verdict, outcome.detail)
+
+
+def test_a_diverging_fit_stops_at_the_first_loss_that_is_not_a_number():
+    """fit --lr 1e30 (now refused by its range) trained to NaN weights and exited 0: a run that diverges stops in
+    one line naming --lr."""
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.training.callbacks import StopOnDivergence
+
+    stop = StopOnDivergence()
+    stop.on_epoch_begin(2)
+    stop.on_train_batch_end(0, {"loss": 0.7})
+    with pytest.raises(InputError, match="--lr: training diverged: the loss is nan at step 4 of epoch 3"):
+        stop.on_train_batch_end(3, {"loss": float("nan")})
+
+
+def test_outputs_written_as_a_group_appear_together_or_not_at_all(tmp_path):
+    """evaluate --report R --json J on a full disk wrote R, then failed on J, and left R behind."""
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.io.atomic import atomic_group, atomic_path
+
+    (tmp_path / "b.json").write_text("old\n")
+    with pytest.raises(InputError, match="b.json: cannot be written"):
+        with atomic_group():
+            with atomic_path(tmp_path / "a.png") as tmp:
+                tmp.write_text("report")
+            with atomic_path(tmp_path / "b.json") as tmp:
+                raise OSError(28, "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json"] and (tmp_path / "b.json").read_text() == "old\n"
+    with atomic_group():
+        for name in ("a.png", "b.json"):
+            with atomic_path(tmp_path / name) as tmp:
+                tmp.write_text(name)
+        assert not (tmp_path / "a.png").exists()  # not before the group ends
+    assert (tmp_path / "a.png").read_text() == "a.png" and (tmp_path / "b.json").read_text() == "b.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.json"]

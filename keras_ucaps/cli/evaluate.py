@@ -158,18 +158,23 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
 
         write_thresholds(model_dir, payload)
         click.echo(f"wrote {Path(model_dir) / 'thresholds.json'}")
+    from keras_ucaps.io.atomic import atomic_group
+
+    with atomic_group():  # the report and the JSON file both, or neither
+        if report_path is not None:
+            from keras_ucaps.evaluation.report import render_report
+
+            background = volume.data if volume is not None else None
+            tomo = truth_table.tomograms[0] if truth_table.tomograms else ""
+            render_report(report_path, tomogram=background, truth=truth_table.where(tomo=tomo),
+                          predicted=predicted_table.where(tomo=tomo),
+                          radii={c.name: classes.radius_voxels(c.name, voxel_size) for c in classes.classes},
+                          sweep=sweep, true_labels=labels_true, predicted_labels=labels_predicted,
+                          title=f"{tomo}: macro F1 {m['f1']:.3f}")
+        if json_path:
+            write_json(json_path, scores)
     if report_path is not None:
-        from keras_ucaps.evaluation.report import render_report
-        background = volume.data if volume is not None else None
-        tomo = truth_table.tomograms[0] if truth_table.tomograms else ""
-        render_report(report_path, tomogram=background, truth=truth_table.where(tomo=tomo),
-                      predicted=predicted_table.where(tomo=tomo),
-                      radii={c.name: classes.radius_voxels(c.name, voxel_size) for c in classes.classes},
-                      sweep=sweep, true_labels=labels_true, predicted_labels=labels_predicted,
-                      title=f"{tomo}: macro F1 {m['f1']:.3f}")
         click.echo(f"wrote {report_path}")
-    if json_path:
-        write_json(json_path, scores)
 
 
 def _check_truth_map(labels, truth_table, classes, path, doubt) -> None:

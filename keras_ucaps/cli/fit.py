@@ -16,7 +16,7 @@ from keras_ucaps.cli.common import SEED, FiniteFloat, reports_input_errors
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (e.g. runs/NAME).")
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1, 1024))
-@click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=FiniteFloat(min=0, min_open=True))
+@click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=FiniteFloat(0, 1, min_open=True))
 @click.option("--patience", default=10, show_default=True, type=click.IntRange(min=1),
               help="Epochs without validation improvement before stopping (the rate halves after a third).")
 @click.option("--mixed-precision", default="auto", show_default=True,

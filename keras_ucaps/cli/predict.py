@@ -68,6 +68,9 @@ def predict(arguments, out, tile, margin, batch_size, pick_out, server, model_na
     else:
         if concurrency is not None:
             raise InputError("--concurrency", "applies to --server only (a local model runs one batch at a time)")
+        for option, value in (("--model-name", model_name), ("--model-version", model_version)):
+            if value is not None:
+                raise InputError(option, "applies to --server only")
         if len(arguments) < 2 and project is None:
             raise InputError("RUN_OR_MODEL", "give a run folder or .keras file, then tomograms (or --server)")
         from keras_ucaps.models.loading import load_trained

@@ -27,11 +27,17 @@ def show(tomogram, picks_path, classes_path, out, centre, thickness, tomo, table
     """Write a PNG of TOMOGRAM's xy, xz and yz slices, with picks circled per class."""
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.cli.common import choose_tomogram, resolve_voxel_size
+    from keras_ucaps.errors import InputError
     from keras_ucaps.evaluation.slices import render_slices
     from keras_ucaps.io import FormatContext, read_particles
     from keras_ucaps.io.mrc import read_volume
 
     volume = read_volume(tomogram, mmap=True)
+    if centre is not None:
+        size = volume.shape[::-1]
+        if any(not 0 <= c < n for c, n in zip(centre, size, strict=True)):
+            raise InputError("--at", f"{' '.join(map(str, centre))} lies outside the {'×'.join(map(str, size))} "
+                                     "(x×y×z) volume")
     picks = radii = None
     if classes_path is None and (tomogram.parent / "classes.json").is_file():
         classes_path = tomogram.parent / "classes.json"

@@ -41,9 +41,9 @@ SIZES = {"small": (64, 128, 128), "medium": (128, 256, 256), "shrec": (200, 512,
                    "per-voxel noise whatever the thickness). Both are recorded in NAME_settings.json.")
 @click.option("--tilt-range", nargs=3, type=FINITE_FLOAT, default=(-60.0, 60.0, 3.0), show_default=True,
               metavar="FIRST LAST STEP", help="Tilt angles in degrees.")
-@click.option("--b-factor", default=200.0, show_default=True, type=FiniteFloat(min=0),
+@click.option("--b-factor", default=200.0, show_default=True, type=FiniteFloat(0, 10000),
               help="CTF envelope exp(-B k²/4) in Å²: smaller is sharper, larger blurrier.")
-@click.option("--defocus", nargs=2, type=FiniteFloat(min=0, min_open=True), default=(2.0, 5.0),
+@click.option("--defocus", nargs=2, type=FiniteFloat(0, 50, min_open=True), default=(2.0, 5.0),
               show_default=True, metavar="MIN MAX", help="Underfocus in µm, drawn per tilt.")
 @click.option("--mode", type=click.Choice(["tilt-series", "fast"]), default="tilt-series", show_default=True,
               help="tilt-series: project, CTF, noise, weighted back-projection; fast: the same effects in 3D "
@@ -151,8 +151,14 @@ def simulate(preset, size, shape, out, count, name, class_maps, distractors, vox
         else:
             context = ContextSettings(**fixed)
         settings.context = context
-        sim = run(settings, tomo)
-        files = write_simulation(sim, out, tomo, randomized=drawn)
+        try:
+            sim = run(settings, tomo)
+            files = write_simulation(sim, out, tomo, randomized=drawn)
+        except InputError as err:  # each tomogram is written whole or not at all: say which ones are there
+            if i == 0:
+                raise
+            done = f"{name}_00" + (f" to {name}_{i - 1:02d}" if i > 1 else "")
+            raise InputError(err.source, f"{err.problem} ({tomo} not written; {done} were, complete)") from None
         z, y, x = sim.settings.shape
         per = f"SNR {sim.settings.snr:.3g} per projection, " if tomogram_snr is None else ""
         click.echo(f"{files['tomogram']}: {x}×{y}×{z} voxels (x×y×z) at {voxel_size:g} Å, {per}tomogram SNR "

@@ -151,6 +151,44 @@ def _cannot_write(path: Path, err: OSError) -> InputError:
     return InputError(path, f"cannot be written ({err.strerror or type(err).__name__})")
 
 
+_GROUPS: list[list[tuple[Path, Path]]] = []  # open atomic_group()s: (temporary, destination) pairs to commit
+
+
+@contextlib.contextmanager
+def atomic_group() -> Iterator[None]:
+    """Several outputs written all or none: the files :func:`atomic_path` writes inside the block stay under
+    their temporary names until the block ends, then all are renamed into place; an exception in the block
+    removes every one of them, so a command with two outputs (a report and a JSON file) that fails on the second
+    leaves neither."""
+    group: list[tuple[Path, Path]] = []
+    _GROUPS.append(group)
+    try:
+        yield
+    except BaseException:
+        for tmp, _ in group:
+            tmp.unlink(missing_ok=True)
+            _LIVE_SCRATCH.discard(tmp)
+        raise
+    finally:
+        _GROUPS.remove(group)
+    try:
+        for _, path in group:
+            check_output(path)
+        for tmp, path in group:
+            os.replace(tmp, path)
+            _LIVE_SCRATCH.discard(tmp)
+    except OSError as err:
+        for tmp, _ in group:
+            tmp.unlink(missing_ok=True)
+            _LIVE_SCRATCH.discard(tmp)
+        raise _cannot_write(path, err) from None
+    except BaseException:
+        for tmp, _ in group:
+            tmp.unlink(missing_ok=True)
+            _LIVE_SCRATCH.discard(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` on success.
@@ -170,11 +208,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise _cannot_write(path, err) from None
         tmp = Path(tmp)
         _LIVE_SCRATCH.add(tmp)
+        deferred = False
         try:
             yield tmp
             os.chmod(tmp, 0o666 & ~current_umask())
             check_output(path)  # nothing replaced it by a link or folder meanwhile
-            os.replace(tmp, path)
+            if _GROUPS:  # renamed into place with the rest of its group
+                _GROUPS[-1].append((tmp, path))
+                deferred = True
+            else:
+                os.replace(tmp, path)
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise _cannot_write(path, err) from None
@@ -182,7 +225,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
             raise
         finally:
-            _LIVE_SCRATCH.discard(tmp)
+            if not deferred:
+                _LIVE_SCRATCH.discard(tmp)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -72,7 +73,11 @@ def export_saved_model(run: str | os.PathLike, base: str | os.PathLike, name: st
     except tf.errors.OpError as err:  # TensorFlow's own writes: a full or read-only disk
         reason = " ".join(str(err.message).split()).rsplit(";", 1)[-1].strip() or type(err).__name__
         raise InputError(target, f"cannot be written ({reason})") from None
-    write_models_config(base)
+    try:
+        write_models_config(base)
+    except InputError:  # the list TF Serving reads could not be written: the version goes too
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     return target
 
 

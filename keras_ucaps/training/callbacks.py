@@ -92,6 +92,27 @@ class HistoryLogger(keras.callbacks.CSVLogger):
         self.csv_file = open(self.filename, "a")  # noqa: SIM115 (closed by on_train_end, as Keras' own)
 
 
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stop at the first training step whose loss is not a finite number (a learning rate too large, or data
+    with NaN in it): an :class:`~keras_ucaps.errors.InputError` naming --lr, before a model of NaN weights is
+    saved as the epoch's."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            from keras_ucaps.errors import InputError
+
+            raise InputError("--lr", f"training diverged: the loss is {float(loss)} at step {batch + 1} of epoch "
+                                     f"{self.epoch + 1}; give a smaller --lr")
+
+
 class StepTimer(keras.callbacks.Callback):
     """Adds to each epoch's logs (and so to history.csv) ``step_seconds``, the median wall time of its
     training steps (a step's first call, which compiles, is an outlier the median ignores),

@@ -373,7 +373,13 @@ def _fit(settings: FitSettings, *, resume: bool, verbose: int | str, strategy, g
     from keras_ucaps.models import build_model
     from keras_ucaps.models.losses import class_weights
     from keras_ucaps.models.metadata import ModelMetadata
-    from keras_ucaps.training.callbacks import HistoryLogger, RunCheckpoint, StepTimer, schedule_callbacks
+    from keras_ucaps.training.callbacks import (
+        HistoryLogger,
+        RunCheckpoint,
+        StepTimer,
+        StopOnDivergence,
+        schedule_callbacks,
+    )
     from keras_ucaps.training.metrics import ClassDice
     from keras_ucaps.training.warm_start import copy_weights, picking_from_source, settings_from_source, start_from
 
@@ -504,6 +510,7 @@ def _fit(settings: FitSettings, *, resume: bool, verbose: int | str, strategy, g
         validation_steps = min(validation_steps, len(val_idx) // settings.batch_size if devices else len(val_ds))
     schedule = schedule_callbacks(settings.patience, state)
     callbacks = [
+        StopOnDivergence(),
         *schedule,
         StepTimer(history_train_seconds(out / "history.csv")),  # before the logger: its figures go into history.csv
         HistoryLogger(str(out / "history.csv"), append=state is not None),
