@@ -380,7 +380,11 @@ def run_case(case: Case, ws: Path, folder: Path, limit_s: float = 60.0, disk: Pa
     stderr = result.stderr.strip()
     call = " ".join(args)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
-        return Outcome(case, "traceback", f"{type(result.exception).__name__}: {result.exception} | {call}")
+        import traceback
+
+        where = traceback.extract_tb(result.exc_info[2])[-1] if result.exc_info else None
+        at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+        return Outcome(case, "traceback", f"{type(result.exception).__name__}: {result.exception}{at} | {call}")
     if result.exit_code == 2:
         lines = stderr.splitlines()
         if len(lines) != 1:

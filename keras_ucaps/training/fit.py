@@ -17,6 +17,7 @@ so a run killed at any moment resumes from its last completed epoch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -275,7 +276,10 @@ def lock_run_folder(out: Path):
     from keras_ucaps.io.atomic import make_folder
 
     make_folder(out)
-    handle = open(out / ".lock", "a+")  # noqa: SIM115 - held open on purpose, released when the process ends
+    try:
+        handle = open(out / ".lock", "a+")  # noqa: SIM115 - held open on purpose, released when the process ends
+    except OSError as err:
+        raise InputError(out, f"cannot be written ({err.strerror or type(err).__name__})") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -284,10 +288,15 @@ def lock_run_folder(out: Path):
         handle.close()
         raise InputError(out, f"another fit is running in this run folder ({holder}): wait for it or use another "
                               "--out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}\n")
-    handle.flush()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+    except OSError as err:  # a full disk
+        with contextlib.suppress(OSError):  # closing flushes the same bytes again
+            handle.close()
+        raise InputError(out, f"cannot be written ({err.strerror or type(err).__name__})") from None
     _LOCKS.append(handle)
     return handle
 
