@@ -38,6 +38,9 @@ def test_fit_writes_a_complete_run_folder(tmp_path, store):
     assert model.count_params() == 902_928 + 33 * 3
     again = run_cli("fit", "--data", store, "--out", run, "--epochs", "1", *DEFAULT_UNET)
     assert again.returncode == 2 and "use --resume" in again.stderr
+    missing = run_cli("fit", "--out", tmp_path / "other", "--epochs", "1", *DEFAULT_UNET)
+    assert missing.returncode == 2 and missing.stderr.startswith("Error: --data: missing")
+    assert not (tmp_path / "other").exists()
 
 
 def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path, store):
@@ -58,7 +61,7 @@ def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path, store):
     assert 2 <= killed_at < 4
     assert keras.saving.load_model(run / "weights_last.keras") is not None  # nothing written is corrupt
 
-    result = run_cli("fit", "--data", store, "--out", run, "--epochs", "4", "--resume", *FAST)
+    result = run_cli("fit", "--out", run, "--epochs", "4", "--resume", *FAST)  # the run knows its store
     assert result.returncode == 0, result.stderr[-3000:]
     epochs = [int(line.split(",")[0]) for line in (run / "history.csv").read_text().splitlines()[1:]]
     assert epochs == [0, 1, 2, 3]

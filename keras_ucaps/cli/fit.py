@@ -12,7 +12,8 @@ from keras_ucaps.cli.common import SEED, FiniteFloat, reports_input_errors
 
 @click.command()
 @click.option("--model", "architecture", type=click.Choice(["ucaps", "unet"]), default="ucaps", show_default=True)
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="Patch store from `keras-ucaps patches`.")
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Patch store from `keras-ucaps patches` (with --resume: the run's own unless given).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder (e.g. runs/NAME).")
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=2, show_default=True, type=click.IntRange(1, 1024))
@@ -69,6 +70,8 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
     from keras_ucaps.training.fit import FitSettings, write_json
     from keras_ucaps.training.fit import fit as run_fit
 
+    if data is None and not resume:
+        raise InputError("--data", "missing: give the patch store from `keras-ucaps patches`")
     context = click.get_current_context()
     source = None  # read once here, handed to the fit
     if init_weights is not None:
@@ -97,7 +100,7 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
         if len(widths) != 3 or min(widths) < 1:
             raise InputError("--filters", f"expected three positive channel counts, e.g. 32,48,64, got {filters!r}")
         options["filters"] = widths
-    settings = FitSettings(model=architecture, data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
+    settings = FitSettings(model=architecture, data=str(data or ""), out=str(out), epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, patience=patience, mixed_precision=mixed_precision,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, seed=seed,
                            model_options=options, reconstruction=reconstruction, balance_classes=balance_classes,
