@@ -52,7 +52,8 @@ def main():
         mark = "FAIL" if outcome.failed else "ok"
         print(f"[kill {i + 1}/{len(kills)}] {mark} {outcome.case.name}: {outcome.verdict} {outcome.detail[:300]}",
               flush=True)
-    if fault_sweep.listing(ws) != inputs:
+    changed = fault_sweep.listing(ws) != inputs
+    if changed:  # every verdict after the change is in doubt
         print("FAIL: the workspace's inputs changed")
     verdicts = Counter(o.verdict for o in outcomes)
     failed = [o for o in outcomes if o.failed]
@@ -67,7 +68,7 @@ def main():
     if args.json:
         args.json.write_text(json.dumps([{"case": o.case.name, "verdict": o.verdict, "detail": o.detail}
                                          for o in outcomes], indent=1))
-    return 1 if failed else 0
+    return 1 if failed or changed else 0
 
 
 if __name__ == "__main__":

@@ -284,6 +284,8 @@ def _input_value(fault: str, token: str, ws: Path, bad: Path) -> str:
     source = Path(token)
     bad.mkdir(parents=True, exist_ok=True)
     target = bad / source.name
+    if target.is_symlink():  # a sibling an earlier input of the same call linked here: never write through it
+        target.unlink()
     if fault == "missing":
         return str(bad / ("missing_" + source.name))
     if fault == "a folder in its place":

@@ -71,6 +71,16 @@ def test_a_seeded_sample_of_the_sweep_keeps_the_contract(workspace, tmp_path):
     assert fault_sweep.listing(workspace) == before  # inputs are never changed
 
 
+@pytest.mark.parametrize("fault", ["truncated", "of the wrong kind", "another command's output"])
+def test_a_faulted_input_given_twice_leaves_the_workspace_as_it_was(workspace, tmp_path, fault):
+    """patches takes two --tomogram files: the second faulted copy was written through the link the first one
+    made to its sibling, into the workspace itself (every later case then read a broken tomogram)."""
+    before = fault_sweep.listing(workspace)
+    outcome = fault_sweep.run_case(fault_sweep.Case("patches", "--tomogram", fault), workspace, tmp_path, LIMIT_S)
+    assert not outcome.failed, (outcome.verdict, outcome.detail)
+    assert fault_sweep.listing(workspace) == before
+
+
 def test_a_copick_write_killed_part_way_leaves_the_old_project_or_the_new_one(workspace, tmp_path):
     outcome = fault_sweep.run_kill("convert --to copick", workspace, tmp_path, 0.5)
     assert not outcome.failed, (outcome.verdict, outcome.detail)
