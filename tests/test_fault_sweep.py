@@ -24,6 +24,7 @@ FOUND = [
     ("simulate", "--out", "a full disk"),  # exit 2, but sim/classes.json left behind
     ("simulate", "--voxel-size", "huge"),  # ValueError traceback: templates shrunk to nothing
     ("fit", "--epochs", "0"),  # click's usage error on four lines
+    ("patches", "--background-fraction", "huge"),  # 1e30 background patches per particle: ran until killed
 ]
 
 
@@ -53,7 +54,7 @@ def test_what_the_sweep_found_keeps_the_contract(workspace, tmp_path, command, t
         if fault == "a full disk" and disk is None:
             pytest.skip("no tmpfs can be mounted here")
         outcome = fault_sweep.run_case(fault_sweep.Case(command, target, fault), workspace, tmp_path, 60.0, disk)
-    assert not outcome.failed, (outcome.verdict, outcome.detail)
+    assert outcome.verdict.startswith("ok"), (outcome.verdict, outcome.detail)  # a time limit is no answer here
 
 
 def test_a_seeded_sample_of_the_sweep_keeps_the_contract(workspace, tmp_path):

@@ -45,7 +45,7 @@ from keras_ucaps.cli.common import (
               help="Patches around each particle (each with its own jitter).")
 @click.option("--jitter", default=1 / 3, show_default=True, type=FINITE_FLOAT,
               help="Random offset of patch centres, as a fraction of the patch side.")
-@click.option("--background-fraction", default=0.2, show_default=True, type=FiniteFloat(min=0),
+@click.option("--background-fraction", default=0.2, show_default=True, type=FiniteFloat(0, 100),
               help="Random background patches, per particle patch.")
 @click.option("--validation-fraction", default=0.2, show_default=True, type=FiniteFloat(0.05, 0.5),
               help="Share of tomograms held out (or of the x extent, with one tomogram).")
