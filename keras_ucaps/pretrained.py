@@ -19,9 +19,10 @@ from keras_ucaps.errors import InputError
 # name -> (SHA-256 of weights_best.keras, one-line description)
 REGISTRY: dict[str, tuple[str, str]] = {
     "shrec-unet": (
-        "09c378fd3f375370b8c5fd14b02688ed6a7ef149d6c56fe8465ced8cbe764cfe",
+        "de7f454064a2e141aa05b7bc9cbf14aa76ddca888351a9e2c7d8e6d2a1bc44eb",
         "3D-UNet, 4v94 / 1bxn / 3gl1 at 10 Å, trained on domain-randomised 'shrec' simulations, fine-tuned with "
-        "negatives (held-out macro F1 0.81 over four tomograms, 0.81 in the other simulation mode)",
+        "negatives and on simulations with cellular context (held-out macro F1 0.81 over four tomograms, 0.70 "
+        "with context)",
     ),
     "shrec-ucaps": (
         "97363656563ffd15b0275236eb168d4e33c322c2bfa58bb606cd684c3770b2eb",

@@ -33,9 +33,14 @@ def test_one_line_picks_what_the_command_line_picks_and_scores_it(simulation, pi
     assert result.returncode == 0, result.stderr[-2000:]
     cli = read_particles(tmp_path / "p.csv")
     assert len(picks) == len(cli) > 10
-    order = np.lexsort(picks.coords.T), np.lexsort(cli.coords.T)
-    np.testing.assert_allclose(picks.coords[order[0]], cli.coords[order[1]], atol=1e-3)
-    assert list(picks.class_name[order[0]]) == list(cli.class_name[order[1]])
+    # pair each pick with the command line's nearest: the two processes' float round-off may move a peak between
+    # two voxels of almost equal probability (one voxel), never more, and leaves the others where they were
+    from scipy.spatial import cKDTree
+
+    distance, nearest = cKDTree(cli.coords).query(picks.coords)
+    assert distance.max() <= np.sqrt(3) + 1e-3 and len(set(nearest)) == len(cli)
+    assert np.mean(distance < 1e-3) >= 0.9, distance
+    assert list(picks.class_name) == list(cli.class_name[nearest])
     assert set(picks.tomograms) == {"tomo"}  # named after the file, as the truth table names it
     scores = picker.evaluate(picks, simulation / "tomo_particles.csv")
     assert scores["macro"]["f1"] > 0.6
