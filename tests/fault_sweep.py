@@ -297,31 +297,26 @@ def _input_value(fault: str, token: str, ws: Path, bad: Path) -> str:
     if source.is_dir():  # a run or maps folder: fault its largest file
         shutil.copytree(source, target, symlinks=True)
         files = sorted((p for p in target.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-        victim = files[-1]
-        data = victim.read_bytes()
-        if fault == "truncated":
-            victim.write_bytes(data[: len(data) // 2])
-        elif fault == "empty":
-            victim.write_bytes(b"")
-        elif fault == "of the wrong kind":
-            victim.write_bytes(_wrong(ws, victim.suffix).read_bytes())
-        else:
-            victim.write_bytes(_foreign(ws, victim.suffix).read_bytes())
+        _write_fault(fault, files[-1], files[-1].read_bytes(), ws)
         return str(target)
-    data = source.read_bytes()
-    if fault == "truncated":
-        target.write_bytes(data[: len(data) // 2])
-    elif fault == "empty":
-        target.write_bytes(b"")
-    elif fault == "of the wrong kind":
-        target.write_bytes(_wrong(ws, source.suffix).read_bytes())
-    else:
-        target.write_bytes(_foreign(ws, source.suffix).read_bytes())
+    _write_fault(fault, target, source.read_bytes(), ws)
     # files read beside the input (classes.json, probability maps) come along, so only the input is at fault
     for sibling in source.parent.iterdir():
         if sibling.is_file() and sibling.name != source.name and not (bad / sibling.name).exists():
             os.symlink(sibling, bad / sibling.name)
     return str(target)
+
+
+def _write_fault(fault: str, path: Path, data: bytes, ws: Path) -> None:
+    """Write ``fault`` of an input whose good bytes are ``data`` to ``path``."""
+    if fault == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif fault == "empty":
+        path.write_bytes(b"")
+    elif fault == "of the wrong kind":
+        path.write_bytes(_wrong(ws, path.suffix).read_bytes())
+    else:
+        path.write_bytes(_foreign(ws, path.suffix).read_bytes())
 
 
 def _huge(param: click.Parameter) -> str:
