@@ -26,7 +26,6 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import maps_name  # noqa: E402
 
-from keras_ucaps.classes import ClassRegistry  # noqa: E402
 from keras_ucaps.io import read_particles  # noqa: E402
 
 GROUPS = ("on context", "on a distractor", "on another class", "elsewhere", "a second pick")
@@ -45,10 +44,14 @@ def main():
     seeds = sorted(args.work.glob("seed*/tomo_distractors.csv"))
     if not seeds:
         raise SystemExit(f"{args.work}: holds no seedNN/tomo_distractors.csv (run benchmarks/accuracy.py --seeds)")
+    import keras_ucaps
+
+    # the radii evaluate scored with: the model's own (the simulation's classes.json may differ, as invitro-unet's
+    # radii were measured in its training tomogram), else a negative count of second picks
+    registries = {model: keras_ucaps.load(model).classes for model in args.models.split(",")}
     counts, density = {}, {}
     for distractors_path in seeds:
         folder = distractors_path.parent
-        registry = ClassRegistry.load(folder / "classes.json")
         voxel = float(json.loads((folder / "tomo_settings.json").read_text()).get("voxel_size", 10.0))
         truth = read_particles(folder / "tomo_particles.csv")
         crowd = cKDTree(read_particles(distractors_path).coords)
@@ -64,7 +67,7 @@ def main():
             name = maps_name(model)
             picks = read_particles(folder / f"{name}_picks.csv")
             scored = json.loads((folder / f"{name}_scores.json").read_text())["classes"]
-            for cls in registry.classes:
+            for cls in registries[model].classes:
                 radius = cls.radius / voxel
                 row = counts.setdefault((model, cls.name), dict.fromkeys(("false", *GROUPS), 0))
                 row["false"] += scored[cls.name]["fp"]
