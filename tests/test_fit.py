@@ -41,6 +41,9 @@ def test_fit_writes_a_complete_run_folder(tmp_path, store):
     missing = run_cli("fit", "--out", tmp_path / "other", "--epochs", "1", *DEFAULT_UNET)
     assert missing.returncode == 2 and missing.stderr.startswith("Error: --data: missing")
     assert not (tmp_path / "other").exists()
+    nothing = run_cli("fit", "--out", tmp_path / "other", "--epochs", "1", "--resume", *DEFAULT_UNET)
+    assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr
+    assert not (tmp_path / "other").exists()  # the folder the lock made is removed again
 
 
 def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path, store):

@@ -147,7 +147,8 @@ def current_umask() -> int:
     return mask
 
 
-def _cannot_write(path: Path, err: OSError) -> InputError:
+def cannot_write(path: Path, err: OSError) -> InputError:
+    """The one-line error for a write the system refused (a full disk, a read-only folder)."""
     return InputError(path, f"cannot be written ({err.strerror or type(err).__name__})")
 
 
@@ -181,7 +182,7 @@ def atomic_group() -> Iterator[None]:
         for tmp, _ in group:
             tmp.unlink(missing_ok=True)
             _LIVE_SCRATCH.discard(tmp)
-        raise _cannot_write(path, err) from None
+        raise cannot_write(path, err) from None
     except BaseException:
         for tmp, _ in group:
             tmp.unlink(missing_ok=True)
@@ -205,7 +206,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                                        dir=path.parent)
             os.close(fd)
         except OSError as err:
-            raise _cannot_write(path, err) from None
+            raise cannot_write(path, err) from None
         tmp = Path(tmp)
         _LIVE_SCRATCH.add(tmp)
         deferred = False
@@ -220,7 +221,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.replace(tmp, path)
         except OSError as err:
             tmp.unlink(missing_ok=True)
-            raise _cannot_write(path, err) from None
+            raise cannot_write(path, err) from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -245,7 +246,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent))
         except OSError as err:
-            raise _cannot_write(path, err) from None
+            raise cannot_write(path, err) from None
         _LIVE_SCRATCH.add(tmp)
         try:
             yield tmp
@@ -255,7 +256,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
             except OSError as err:
                 if path.exists():  # another writer made it meanwhile
                     raise FileExistsError(f"{path}: already exists") from None
-                raise _cannot_write(path, err) from None
+                raise cannot_write(path, err) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -273,13 +273,13 @@ def lock_run_folder(out: Path):
     """An exclusive lock on ``out/.lock`` for this process's lifetime; a second fit into the folder is refused."""
     import fcntl
 
-    from keras_ucaps.io.atomic import make_folder
+    from keras_ucaps.io.atomic import cannot_write, make_folder
 
     make_folder(out)
     try:
         handle = open(out / ".lock", "a+")  # noqa: SIM115 - held open on purpose, released when the process ends
     except OSError as err:
-        raise InputError(out, f"cannot be written ({err.strerror or type(err).__name__})") from None
+        raise cannot_write(out, err) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -296,7 +296,7 @@ def lock_run_folder(out: Path):
     except OSError as err:  # a full disk
         with contextlib.suppress(OSError):  # closing flushes the same bytes again
             handle.close()
-        raise InputError(out, f"cannot be written ({err.strerror or type(err).__name__})") from None
+        raise cannot_write(out, err) from None
     _LOCKS.append(handle)
     return handle
 
@@ -358,12 +358,12 @@ def fit(settings: FitSettings, *, resume: bool = False, verbose: int | str = "au
     :class:`~keras_ucaps.training.warm_start.Source` of ``settings.init_weights`` when the caller has read it.
 
     A new run that fails on a bad input or a write the system refuses (a full disk) before it completed an
-    epoch leaves no run folder behind (nor the folders made for it); one with a checkpoint keeps it, for
-    ``--resume``.
+    epoch leaves no run folder behind (nor the folders made for it), and so does ``--resume`` of a folder that
+    did not exist; one with a checkpoint keeps it, for ``--resume``.
     """
     from keras_ucaps.io.atomic import first_missing
 
-    made = first_missing(settings.out) if not resume and is_chief() else None
+    made = first_missing(settings.out) if is_chief() else None  # --resume into no run at all makes it too
     try:
         return _fit(settings, resume=resume, verbose=verbose, strategy=strategy, given=given, source=source)
     except (InputError, OSError):
