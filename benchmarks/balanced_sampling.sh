@@ -39,7 +39,7 @@ done
 for mode in plain balanced; do
   flag=(); [ $mode = balanced ] && flag=(--balance-classes)
   t0=$(date +%s)
-  [ -f "$work/$mode/weights_best.keras" ] || $ku fit --model ucaps --data "$work/patches.h5" --out "$work/$mode" \
+  [ -f "$work/$mode/weights_best.keras" ] || $ku fit --model ucaps --from-scratch --data "$work/patches.h5" --out "$work/$mode" \
       --epochs 3 --steps-per-epoch 30 --batch-size 4 --validation-steps 30 --patience 10 --mixed-precision off \
       "${flag[@]}"
   echo "$mode trained in $(( $(date +%s) - t0 )) s"

@@ -70,7 +70,7 @@ for model in unet ucaps; do
   for precision in $precisions; do
     run="$work/bench-$model-$precision"; rm -rf "$run"
     options=("${unet[@]}"); [ $model = ucaps ] && options=("${ucaps[@]}")
-    "${ku[@]}" fit --model $model "${options[@]}" --data "$work/patches.h5" --out "$run" --epochs 2 \
+    "${ku[@]}" fit --model $model --from-scratch "${options[@]}" --data "$work/patches.h5" --out "$run" --epochs 2 \
         --steps-per-epoch "$steps" --validation-steps 1 --batch-size $batch --mixed-precision $precision > "$run.log" 2>&1 \
       || { tail -5 "$run.log"; exit 1; }
     "$python" - "$run/history.csv" $model $precision $batch >> "$report" <<'EOF'
@@ -92,7 +92,7 @@ train() {  # name model seconds options...
   local run="$work/$name" resume=()
   [ -f "$run/config.json" ] && resume=(--resume)
   if [ "$seconds" -le 5 ]; then echo "$name: no time left to train (budget spent)"; return 0; fi
-  timeout --signal=TERM "$seconds" "${ku[@]}" fit --model "$model" "$@" --data "$work/patches.h5" --out "$run" \
+  timeout --signal=TERM "$seconds" "${ku[@]}" fit --model "$model" --from-scratch "$@" --data "$work/patches.h5" --out "$run" \
       --epochs 200 --batch-size $batch --mixed-precision auto "${resume[@]}" > "$work/$name.log" 2>&1 || true
   tail -n 3 "$run/history.csv" 2>/dev/null || true
   tar czf - -C "$work" "$name" | split -b 15M - "$out/$name.tgz.part-"

@@ -30,7 +30,7 @@ for spec in $runs; do
   if [ "$model" = ucaps ]; then epochs=${UCAPS_EPOCHS:-3}; steps=30; else epochs=${UNET_EPOCHS:-8}; steps=60; fi
   [ -f "$work/$name/checkpoint/state.json" ] && resume=(--resume) || resume=()
   # shellcheck disable=SC2086
-  $ku fit --model "$model" --data "$work/patches.h5" --out "$work/$name" --epochs "$epochs" --steps-per-epoch $steps \
+  $ku fit --model "$model" --from-scratch --data "$work/patches.h5" --out "$work/$name" --epochs "$epochs" --steps-per-epoch $steps \
       --batch-size 4 --validation-steps 20 --patience 10 --mixed-precision off --lr "$lr" ${extra//,/ } "${resume[@]}"
   [ "${PICK:-1}" = 0 ] || [ -f "$work/$name/picks.csv" ] || $ku pick "$work/sim/tomo_04.mrc" --model "$work/$name" --out "$work/$name/picks.csv" > /dev/null
   echo "== $name: training seconds, validation Dice per class"

@@ -37,6 +37,11 @@ REGISTRY: dict[str, tuple[str, str]] = {
 }
 DEFAULT = "shrec-unet"
 
+# The bundled model a new run of each architecture starts from unless told otherwise (`fit --from-scratch`, or
+# `--init-weights MODEL`): trained on many particle shapes, so that a new class set needs only its class head
+# learned and the rest adapted (keras_ucaps.training.warm_start).
+STARTING_POINTS: dict[str, str] = {"unet": "shrec-unet", "ucaps": "shrec-ucaps"}
+
 
 def models_folder() -> Path:
     return Path(str(resources.files("keras_ucaps") / "resources" / "models"))

@@ -119,6 +119,61 @@ def test_a_bundled_model_fine_tunes_on_a_store_of_its_own_classes(tmp_path, stor
         in result.stdout
 
 
+def test_a_new_run_fine_tunes_the_bundled_starting_point_unless_told_from_scratch(tmp_path, store):
+    from keras_ucaps.pretrained import STARTING_POINTS, pretrained_run
+
+    start = STARTING_POINTS["unet"]
+    result = run_cli("fit", "--data", store, "--out", tmp_path / "ft", "--model", "unet", *STILL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"fine-tuning from {start} (the default start" in result.stdout
+    assert "the class head (logits) starts afresh" in result.stdout  # the store's classes are big, small
+    config = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert config["fit"]["init_weights"] == start
+    bundled = layer_weights(pretrained_run(start) / "weights_best.keras")
+    tuned = layer_weights(tmp_path / "ft" / "weights_last.keras")
+    body = [name for name in bundled if name != "logits"]
+    assert max_change(bundled, tuned, body) < 1e-6
+    assert tuned["logits"][0].shape[-1] == 3 != bundled["logits"][0].shape[-1]
+    scratch = run_cli("fit", "--data", store, "--out", tmp_path / "new", "--model", "unet", "--from-scratch", *STILL)
+    assert scratch.returncode == 0, scratch.stderr[-3000:]
+    assert "fine-tuning" not in scratch.stdout
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["fit"]["init_weights"] is None
+    assert max_change(bundled, layer_weights(tmp_path / "new" / "weights_last.keras"), body) > 1e-3
+
+
+def test_architecture_options_that_build_another_network_train_from_scratch():
+    from keras_ucaps.pretrained import STARTING_POINTS
+    from keras_ucaps.training.warm_start import default_start
+
+    assert default_start("ucaps", {})[0] == STARTING_POINTS["ucaps"]
+    assert default_start("unet", {"filters": [32, 48, 64]})[0] == STARTING_POINTS["unet"]  # its own widths
+    name, why = default_start("unet", {"filters": [4, 6, 8]})
+    assert name is None and why == (f"training from scratch: --filters 4,6,8 is not the architecture of "
+                                    f"{STARTING_POINTS['unet']}, the default start")
+    name, why = default_start("ucaps", {"levels": 2, "dilation": True})
+    assert name is None and "--levels 2, --dilation is not the architecture" in why
+
+
+def test_from_scratch_with_another_start_is_refused(tmp_path, store, source_run):
+    both = run_cli("fit", "--data", store, "--out", tmp_path / "ft", "--from-scratch", "--init-weights",
+                   "shrec-unet", *STILL)
+    assert both.returncode == 2 and "--from-scratch: and --init-weights ask for two different starts" in both.stderr
+    assert len(both.stderr.strip().splitlines()) == 1 and not (tmp_path / "ft").exists()
+    tuned = run_cli("fit", "--data", store, "--out", tmp_path / "ft", "--init-weights", source_run, *STILL)
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    before = sorted(p.name for p in (tmp_path / "ft").iterdir())
+    resumed = run_cli("fit", "--out", tmp_path / "ft", "--resume", "--from-scratch", "--epochs", "2")
+    assert resumed.returncode == 2 and f"started from {source_run}: a resumed run keeps its start" in resumed.stderr
+    assert len(resumed.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "ft").iterdir()) == before
+    # a run begun from scratch resumes with the flag repeated, as a script that runs its command again gives it
+    scratch = [*STILL[:-2], "--model", "unet", "--filters", "4,6,8", "--from-scratch"]
+    first = run_cli("fit", "--data", store, "--out", tmp_path / "new", *scratch, "--epochs", "1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = run_cli("fit", "--data", store, "--out", tmp_path / "new", *scratch, "--epochs", "2", "--resume")
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
 def test_the_class_head_of_ucaps_is_found_on_the_model():
     # UCaps' classes reach its class capsules and the decoder that reads them: measured, not listed
     from keras_ucaps.models import build_model
@@ -135,7 +190,7 @@ def test_the_class_head_of_ucaps_is_found_on_the_model():
     (["--model", "ucaps"], "--model: ucaps differs from --init-weights"),
     (["--filters", "4,6,10"], "--filters: {'filters': [4, 6, 10]} differs from --init-weights"),
     (["--init-weights", "no-such-model"], "no-such-model: no such file, nor a bundled model"),
-    (["zscore"], "patches normalised 'tomogram z-score', but --init-weights"),
+    (["zscore"], "patches normalised 'tomogram z-score', but "),
 ])
 def test_a_source_that_does_not_fit_is_refused_before_any_file(tmp_path, store, source_run, args, message):
     data = store

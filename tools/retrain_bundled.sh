@@ -27,7 +27,7 @@ make_data() {
 if [ "$which" = invitro ]; then
   make_data invitro "$work/invitro_sim" 3000 4000 "$work/invitro_patches32.h5"
   # shellcheck disable=SC2046
-  $ku fit --model unet --data "$work/invitro_patches32.h5" --out "$work/invitro_unet" \
+  $ku fit --model unet --from-scratch --data "$work/invitro_patches32.h5" --out "$work/invitro_unet" \
       --epochs "${EPOCHS_INVITRO:-20}" --steps-per-epoch 80 --validation-steps 80 "${common_fit[@]}" \
       $(resume "$work/invitro_unet")
   exit 0
@@ -36,11 +36,11 @@ make_data shrec "$work/sim" 1000 2000 "$work/patches32.h5"
 common=(--data "$work/patches32.h5" "${common_fit[@]}")
 if [ "$which" != ucaps ]; then
   # shellcheck disable=SC2046
-  $ku fit --model unet --out "$work/unet" --epochs "${EPOCHS_UNET:-20}" --steps-per-epoch 80 \
+  $ku fit --model unet --from-scratch --out "$work/unet" --epochs "${EPOCHS_UNET:-20}" --steps-per-epoch 80 \
       --validation-steps 80 "${common[@]}" $(resume "$work/unet")
 fi
 if [ "$which" != unet ]; then
   # shellcheck disable=SC2046
-  $ku fit --model ucaps --capsule-init unit --out "$work/ucaps" --epochs "${EPOCHS_UCAPS:-40}" \
+  $ku fit --model ucaps --from-scratch --capsule-init unit --out "$work/ucaps" --epochs "${EPOCHS_UCAPS:-40}" \
       --steps-per-epoch 40 --validation-steps 40 "${common[@]}" $(resume "$work/ucaps")
 fi

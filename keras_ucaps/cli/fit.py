@@ -10,6 +10,12 @@ import click
 from keras_ucaps.cli.common import SEED, FiniteFloat, reports_input_errors
 
 
+def _starting_points() -> tuple[str, str]:
+    from keras_ucaps.pretrained import STARTING_POINTS
+
+    return STARTING_POINTS["unet"], STARTING_POINTS["ucaps"]
+
+
 @click.command()
 @click.option("--model", "architecture", type=click.Choice(["ucaps", "unet"]), default="ucaps", show_default=True)
 @click.option("--data", type=click.Path(path_type=Path),
@@ -51,9 +57,14 @@ from keras_ucaps.cli.common import SEED, FiniteFloat, reports_input_errors
 @click.option("--folds", default=None, type=click.IntRange(2, 100),
               help="K-fold cross-validation by tomogram: K runs in OUT/fold_K, then the mean and spread.")
 @click.option("--init-weights", default=None, metavar="MODEL",
-              help="Fine-tune: start from a trained model's weights: a bundled model (shrec-unet, shrec-ucaps, "
-                   "invitro-unet), a run folder or a .keras file. The run takes its architecture and options; "
-                   "its class head starts afresh where the store's classes are not the model's.")
+              help="Start from this trained model's weights: a bundled model, a run folder or a .keras file "
+                   "(default: the bundled starting point of --model, see --from-scratch). The run takes its "
+                   "architecture and options; its class head starts afresh where the store's classes are not the "
+                   "model's.")
+@click.option("--from-scratch", is_flag=True,
+              help="Start from random weights. Without it (and without --init-weights) a new run fine-tunes "
+                   "the bundled starting point of --model (unet: {}, ucaps: {}), unless the architecture "
+                   "options given build another network.".format(*_starting_points()))
 @click.option("--save-every", default=None, type=click.IntRange(min=1), metavar="N",
               help="Also keep the model of every N-th epoch, in OUT/epochs/NN/ (a folder that --model and "
                    "--init-weights take): for learning curves, or to go back to an earlier epoch.")
@@ -62,7 +73,7 @@ from keras_ucaps.cli.common import SEED, FiniteFloat, reports_input_errors
 @reports_input_errors
 def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mixed_precision, steps_per_epoch,
         validation_steps, levels, encoder_kernel_size, dilation, capsule_init, normalization, filters, reconstruction,
-        balance_classes, augment_imaging, folds, init_weights, resume, seed, save_every=None):
+        balance_classes, augment_imaging, folds, init_weights, resume, seed, save_every=None, from_scratch=False):
     """Train a model; writes weights_best.keras, weights_last.keras, config.json, history.csv and logs/ into OUT."""
     import numpy as np
 
@@ -72,6 +83,10 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
 
     if data is None and not resume:
         raise InputError("--data", "missing: give the patch store from `keras-ucaps patches`")
+    if from_scratch and init_weights is not None:
+        raise InputError("--from-scratch", "and --init-weights ask for two different starts: give one")
+    if from_scratch and resume:
+        _check_resumed_from_scratch(out)
     context = click.get_current_context()
     source = None  # read once here, handed to the fit
     if init_weights is not None:
@@ -100,6 +115,13 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
         if len(widths) != 3 or min(widths) < 1:
             raise InputError("--filters", f"expected three positive channel counts, e.g. 32,48,64, got {filters!r}")
         options["filters"] = widths
+    if init_weights is None and not from_scratch and not resume:
+        from keras_ucaps.training.warm_start import default_start, read_source
+
+        init_weights, why = default_start(architecture, options)
+        click.echo(why)
+        if init_weights is not None:
+            source = read_source(init_weights)
     settings = FitSettings(model=architecture, data=str(data or ""), out=str(out), epochs=epochs, batch_size=batch_size,
                            learning_rate=learning_rate, patience=patience, mixed_precision=mixed_precision,
                            steps_per_epoch=steps_per_epoch, validation_steps=validation_steps, seed=seed,
@@ -139,6 +161,20 @@ def fit(architecture, data, out, epochs, batch_size, learning_rate, patience, mi
     for k, v in summary.items():
         click.echo(f"  {k}: {v['mean']:.4f} ± {v['std']:.4f}")
     click.echo(json.dumps({"summary": str(out / "folds.json")}))
+
+
+def _check_resumed_from_scratch(out: Path) -> None:
+    """``--from-scratch --resume`` continues a run begun from scratch; one begun from a model is refused."""
+    from keras_ucaps.errors import InputError
+    from keras_ucaps.io.jsonfile import read_json
+
+    config = out / "config.json"
+    if not config.is_file():
+        return  # the fit says there is nothing to resume
+    settings = read_json(config)
+    start = settings.get("fit", {}).get("init_weights") if isinstance(settings, dict) else None
+    if start is not None:
+        raise InputError("--from-scratch", f"the run in {out} started from {start}: a resumed run keeps its start")
 
 
 def _format(logs: dict) -> str:

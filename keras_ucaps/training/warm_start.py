@@ -72,6 +72,31 @@ def read_source(name_or_path: str | os.PathLike) -> Source:
                   picking=loaded.picking)
 
 
+def default_start(architecture: str, options: dict) -> tuple[str | None, str]:
+    """The bundled model a new run of ``architecture`` starts from when the user names none, and why (a line for
+    the user): ``pretrained.STARTING_POINTS``'s, unless ``options`` (architecture options the user gave) build
+    another network, which then trains from scratch. Read from the bundled run's config.json: no model loaded."""
+    from keras_ucaps.io.jsonfile import read_json
+    from keras_ucaps.pretrained import STARTING_POINTS, pretrained_run
+
+    name = STARTING_POINTS.get(architecture)
+    if name is None:
+        return None, f"training from scratch: no bundled {architecture} to start from"
+    theirs = read_json(pretrained_run(name) / "config.json")["model"]
+    mismatch = {k: v for k, v in options.items() if theirs.get(k) != v}
+    if mismatch:
+        given = ", ".join(f"--{k.replace('_', '-')} {_option_text(v)}".rstrip() for k, v in mismatch.items())
+        return None, f"training from scratch: {given} is not the architecture of {name}, the default start"
+    return name, (f"fine-tuning from {name} (the default start for a new {architecture} run; --from-scratch "
+                  "trains from random weights)")
+
+
+def _option_text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return "" if value is True else str(value)
+
+
 def start_from(name_or_path: str | os.PathLike, info, source: Source | None = None) -> Source:
     """The source model (``source`` when the caller has read it already), checked against the patch store
     ``info`` (:func:`check_store`)."""
@@ -100,9 +125,10 @@ def check_store(source: Source, info) -> None:
         from keras_ucaps.data.normalization import METHODS
 
         option = next((k for k, v in METHODS.items() if v == source.normalization), source.normalization)
-        raise InputError(info.path, f"patches normalised {info.normalization!r}, but --init-weights "
-                                    f"{source.given} was trained on {source.normalization!r} ones: cut them again "
-                                    f"with `keras-ucaps patches --normalization {option}`")
+        raise InputError(info.path, f"patches normalised {info.normalization!r}, but {source.given}, the "
+                                    f"model fit starts from, was trained on {source.normalization!r} ones: cut "
+                                    f"them again with `keras-ucaps patches --normalization {option}`, or train "
+                                    "--from-scratch")
     if info.voxel_size is not None and abs(info.voxel_size / source.voxel_size - 1) > 0.01:
         warnings.warn(f"{info.path}: patches at {info.voxel_size:g} Å per voxel, --init-weights {source.given} "
                       f"was trained at {source.voxel_size:g} Å: its particle sizes in voxels differ",
