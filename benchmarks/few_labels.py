@@ -118,7 +118,7 @@ def train(run: Path, data: Path, start: str, seconds: float, steps: int, env) ->
                 process.send_signal(signal.SIGTERM)
                 process.wait()
                 break
-    if process.returncode not in (0, -signal.SIGTERM):
+    if process.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
         raise SystemExit(f"fit {run} failed (exit {process.returncode}): see {run.parent / f'{run.name}.log'}")
 
 
@@ -180,7 +180,12 @@ def main():
                 results["runs"].append(entry)
                 print(f"| {start} | {count} | {minutes:g} | {epoch} | {result['macro_f1']:.3f} | "
                       + " | ".join(f"{result['f1'][c]:.2f}" for c in HELD_OUT) + " |", flush=True)
-    if args.json:
+    if args.json:  # merged with an earlier call's results (another start, count or minute mark)
+        if args.json.is_file():
+            new = {(r["start"], r["count"], r["minutes"]) for r in results["runs"]}
+            kept = [r for r in json.loads(args.json.read_text())["runs"]
+                    if (r["start"], r["count"], r["minutes"]) not in new]
+            results["runs"] = sorted(kept + results["runs"], key=lambda r: (r["start"], r["count"], r["minutes"]))
         args.json.write_text(json.dumps(results, indent=2))
 
 

@@ -34,13 +34,18 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "3D-UNet, proteasome 3j9i / ribosome 4v4r at 10 Å, trained on domain-randomised 'invitro' "
         "simulations (held-out macro F1 0.98)",
     ),
+    "generalist-unet": (
+        "4e37c15bd28eb7e4d9985a5724a16f16b93164c6e4c9826c0b1cd1c1ada49151",
+        "3D-UNet, 22 proteins of 3 to 17 nm radius at 10 Å, each its own class, trained on randomised simulations "
+        "with and without cellular context: the starting point `fit` fine-tunes for a new class set",
+    ),
 }
 DEFAULT = "shrec-unet"
 
 # The bundled model a new run of each architecture starts from unless told otherwise (`fit --from-scratch`, or
 # `--init-weights MODEL`): trained on many particle shapes, so that a new class set needs only its class head
 # learned and the rest adapted (keras_ucaps.training.warm_start).
-STARTING_POINTS: dict[str, str] = {"unet": "shrec-unet", "ucaps": "shrec-ucaps"}
+STARTING_POINTS: dict[str, str] = {"unet": "generalist-unet", "ucaps": "shrec-ucaps"}
 
 
 def models_folder() -> Path:

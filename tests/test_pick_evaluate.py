@@ -274,7 +274,7 @@ def test_pick_predicts_tomograms_with_a_model_first(tmp_path):
     assert "particles" in result.stdout
 
 
-@pytest.mark.parametrize("name", ["shrec-unet", "shrec-ucaps", "invitro-unet"])
+@pytest.mark.parametrize("name", ["shrec-unet", "shrec-ucaps", "invitro-unet", "generalist-unet"])
 def test_bundled_model_is_verified_and_its_export_describes_it(monkeypatch, name):
     from keras_ucaps import pretrained
     from keras_ucaps.models.loading import load_trained
