@@ -103,12 +103,12 @@ def train(run: Path, data: Path, start: str, seconds: float, steps: int, env) ->
         how = ["--model", start.removeprefix("scratch-"), "--from-scratch"]
     else:
         how = ["--init-weights", start]
-    resume = ["--resume"] if (run / "config.json").is_file() else []
-    command = cli("fit", "--data", data, "--out", run, *how, "--epochs", 10000, "--patience", 10000,
-                  "--steps-per-epoch", steps, "--validation-steps", 10, "--mixed-precision", "off",
-                  "--save-every", 1, *resume)
-    if resume:
+    if (run / "config.json").is_file():  # a run stopped earlier goes on with its own settings
         command = cli("fit", "--out", run, "--epochs", 10000, "--save-every", 1, "--resume")
+    else:
+        command = cli("fit", "--data", data, "--out", run, *how, "--epochs", 10000, "--patience", 10000,
+                      "--steps-per-epoch", steps, "--validation-steps", 10, "--mixed-precision", "off",
+                      "--save-every", 1)
     with open(run.parent / f"{run.name}.log", "a") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         while process.poll() is None:
