@@ -15,7 +15,14 @@ that the time axis is fine, every epoch's model kept) runs until its training ti
 ``train_seconds``: training and validation, wall time) passes the last of --minutes. For each minute mark the
 model of the last epoch completed by then picks the test tomograms with its own picking settings (a new class
 head has no tuned thresholds: the picker's defaults) and is scored by `evaluate`'s matching: macro F1 over the
-four classes, per class, and the epoch and seconds it stood at.
+four classes, per class, and the epoch and seconds it stood at. ``tuned`` scores the same model once more with
+thresholds tuned on the store's validation tomogram (`Picker.tune`, what `evaluate --model` does): the step the
+documents give a user who annotates one tomogram more; it is never trained on, nor part of the test.
+
+With --negatives the stores also hold background patches centred on the training tomograms' unlabelled crowding
+proteins and context structures (`patches --simulation-negatives`; run folders ``START_nN_negatives``): what
+the model gains when told what is not a particle, as a user does with `patches --negatives` on tables of
+objects they marked, or of a first model's false picks.
 
 Run alone on the machine: the minutes are wall time. Each fit's run folder stays in --work, so a second run
 only scores (and fits what is missing).
@@ -61,9 +68,9 @@ def simulate(work: Path, maps: Path, env) -> None:
             timed(cli("simulate", *common, "--seed", seed, "--name", f"test_{k}", "--out", test), env=env)
 
 
-def store(work: Path, maps: Path, count: int, env) -> Path:
+def store(work: Path, maps: Path, count: int, env, negatives: bool = False) -> Path:
     """The patch store of the training set for ``count`` particles per class."""
-    out = work / f"n{count}.h5"
+    out = work / (f"n{count}_negatives.h5" if negatives else f"n{count}.h5")
     if out.is_file():
         return out
     classes = ",".join(str(maps / f"{name}.mrc") for name in HELD_OUT)
@@ -72,7 +79,8 @@ def store(work: Path, maps: Path, count: int, env) -> Path:
         if not (sim / f"train_{k}.mrc").is_file():
             timed(cli("simulate", "--classes", classes, "--distractors", CROWDING, "--shape", *SHAPE, "--context",
                       "--particles", placed, "--seed", seed, "--name", f"train_{k}", "--out", sim), env=env)
-    timed(cli("patches", "--simulation", sim, "--out", out, "--patch-size", 32), env=env)
+    timed(cli("patches", "--simulation", sim, "--out", out, "--patch-size", 32,
+              *(["--simulation-negatives"] if negatives else [])), env=env)
     return out
 
 
@@ -122,7 +130,18 @@ def train(run: Path, data: Path, start: str, seconds: float, steps: int, env) ->
         raise SystemExit(f"fit {run} failed (exit {process.returncode}): see {run.parent / f'{run.name}.log'}")
 
 
-def score(model: Path, work: Path) -> dict:
+def validation_tomograms(work: Path, count: int, data: Path) -> list[Path]:
+    """The tomograms of the training set of ``count`` that its store ``data`` holds out for validation."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(data, "r") as f:
+        names = json.loads(f.attrs["tomograms"])
+        held = np.unique(f["tomogram"][:][f["split"][:] == 1])
+    return [work / f"n{count}" / f"{names[int(i)]}.mrc" for i in held]
+
+
+def score(model: Path, work: Path, tune_on: list[Path] = ()) -> dict:
     import keras_ucaps
     from keras_ucaps.classes import ClassRegistry
     from keras_ucaps.evaluation.matching import evaluate_tables
@@ -131,6 +150,8 @@ def score(model: Path, work: Path) -> dict:
     test = work / "test"
     registry = ClassRegistry.load(test / "classes.json")
     picker = keras_ucaps.load(model)
+    if tune_on:
+        picker.tune(tune_on, [t.with_name(f"{t.stem}_particles.csv") for t in tune_on])
     picks = [picker.pick(test / f"test_{k}.mrc") for k in range(len(TEST_SEEDS))]
     truths = [read_particles(test / f"test_{k}_particles.csv") for k in range(len(TEST_SEEDS))]
     from keras_ucaps.io import ParticleTable
@@ -138,7 +159,18 @@ def score(model: Path, work: Path) -> dict:
     result = evaluate_tables(ParticleTable.concat(truths), ParticleTable.concat(picks), registry, 10.0)
     return {"macro_f1": result["macro"]["f1"], "f1": {c: v["f1"] for c, v in result["classes"].items()},
             "precision": {c: v["precision"] for c, v in result["classes"].items()},
-            "recall": {c: v["recall"] for c, v in result["classes"].items()}}
+            "recall": {c: v["recall"] for c, v in result["classes"].items()},
+            **({"thresholds": dict(picker.settings.thresholds)} if tune_on else {})}
+
+
+def cached_score(model: Path, work: Path, name: str, tune_on: list[Path] = ()) -> dict:
+    """:func:`score`, kept in the epoch's folder as ``name``.json for later calls."""
+    path = model / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = score(model, work, tune_on)
+    path.write_text(json.dumps(result))
+    return result
 
 
 def main():
@@ -150,6 +182,8 @@ def main():
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 15])
     parser.add_argument("--starts", nargs="+", default=["generalist-unet", "scratch-unet"])
     parser.add_argument("--steps", type=int, default=20, help="training steps per epoch (the time axis' grain)")
+    parser.add_argument("--negatives", action="store_true",
+                        help="stores with background patches on crowding proteins and context structures")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     work, env = working_folder(args.work)
@@ -157,35 +191,41 @@ def main():
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "held_out": list(HELD_OUT),
                "test": [str(work / "test" / f"test_{k}.mrc") for k in range(len(TEST_SEEDS))], "runs": []}
     print(f"machine: {results['machine']}; held-out maps {', '.join(HELD_OUT)}; test seeds {TEST_SEEDS}")
-    print("| start | particles per class | minutes | epoch | macro F1 | " + " | ".join(HELD_OUT) + " |")
-    print("| --- | --- | --- | --- | --- |" + " --- |" * len(HELD_OUT))
+    print("| start | particles per class | minutes | epoch | macro F1 | " + " | ".join(HELD_OUT)
+          + " | macro F1, tuned thresholds |")
+    print("| --- | --- | --- | --- | --- |" + " --- |" * len(HELD_OUT) + " --- |")
     for count in args.counts:
-        data = store(work, args.maps, count, env)
+        data = store(work, args.maps, count, env, args.negatives)
         for start in args.starts:
-            run = work / f"{start}_n{count}"
+            run = work / (f"{start}_n{count}_negatives" if args.negatives else f"{start}_n{count}")
+            label = f"{start} + negatives" if args.negatives else start
             train(run, data, start, 60 * max(args.minutes), args.steps, env)
             rows = history(run)
             for minutes in args.minutes:
                 done = [r for r in rows if float(r["train_seconds"]) <= 60 * minutes + 1e-6]
                 if not done:
-                    print(f"| {start} | {count} | {minutes:g} | no epoch completed |")
+                    print(f"| {label} | {count} | {minutes:g} | no epoch completed |")
                     continue
                 epoch = int(done[-1]["epoch"]) + 1
                 model = run / "epochs" / f"{epoch:02d}"
-                cache = model / "few_labels_score.json"
-                result = json.loads(cache.read_text()) if cache.is_file() else score(model, work)
-                cache.write_text(json.dumps(result))
-                entry = {"start": start, "count": count, "annotated": annotated(work, count), "minutes": minutes,
-                         "epoch": epoch, "train_seconds": float(done[-1]["train_seconds"]), **result}
+                result = cached_score(model, work, "few_labels_score")
+                tuned = cached_score(model, work, "few_labels_tuned", validation_tomograms(work, count, data))
+                entry = {"start": start, "count": count, "negatives": args.negatives,
+                         "annotated": annotated(work, count), "minutes": minutes,
+                         "epoch": epoch, "train_seconds": float(done[-1]["train_seconds"]), **result,
+                         "tuned": tuned}
                 results["runs"].append(entry)
-                print(f"| {start} | {count} | {minutes:g} | {epoch} | {result['macro_f1']:.3f} | "
-                      + " | ".join(f"{result['f1'][c]:.2f}" for c in HELD_OUT) + " |", flush=True)
+                print(f"| {label} | {count} | {minutes:g} | {epoch} | {result['macro_f1']:.3f} | "
+                      + " | ".join(f"{result['f1'][c]:.2f}" for c in HELD_OUT) + f" | {tuned['macro_f1']:.3f} |",
+                      flush=True)
     if args.json:  # merged with an earlier call's results (another start, count or minute mark)
         if args.json.is_file():
-            new = {(r["start"], r["count"], r["minutes"]) for r in results["runs"]}
-            kept = [r for r in json.loads(args.json.read_text())["runs"]
-                    if (r["start"], r["count"], r["minutes"]) not in new]
-            results["runs"] = sorted(kept + results["runs"], key=lambda r: (r["start"], r["count"], r["minutes"]))
+            def key(r):
+                return r["start"], r["count"], r.get("negatives", False), r["minutes"]
+
+            new = {key(r) for r in results["runs"]}
+            kept = [r for r in json.loads(args.json.read_text())["runs"] if key(r) not in new]
+            results["runs"] = sorted(kept + results["runs"], key=key)
         args.json.write_text(json.dumps(results, indent=2))
 
 

@@ -1,14 +1,15 @@
 """Tune a model's picking thresholds on four simulated tomograms, as the bundled models' were.
 
-    python tools/tune_thresholds.py WORK [MODEL ...] [--context]    (default models: shrec-unet shrec-ucaps)
+    python tools/tune_thresholds.py WORK [MODEL ...] [--context] [--preset invitro]
+    (default models: shrec-unet shrec-ucaps)
 
-Seeds 95-98 (128×256×256, the `shrec` preset) are never used for training or held-out scoring (99-102 are the
-held-out seeds of ``benchmarks/accuracy.py --seeds``). Each MODEL (a bundled name or a run folder) picks them
-without thresholds with its own fit radius and density weight, the picks are pooled, and each class gets the
-middle of its F1 plateau (``Picker.tune``, what ``keras-ucaps evaluate --model`` does), written with the rest of
-its picking settings into WORK/model_NAME/thresholds.json: copy that file beside the model to use them.
-With --context the same seeds are also simulated with cellular context (`simulate --context`) and pooled with
-them: thresholds for tomograms of cells as well as of particles alone.
+Seeds 95-98 (128×256×256, the `shrec` preset unless --preset names another) are never used for training or
+held-out scoring (99-102 are the held-out seeds of ``benchmarks/accuracy.py --seeds``). Each MODEL (a bundled
+name or a run folder) picks them without thresholds with its own fit radius and density weight, the picks are
+pooled, and each class gets the middle of its F1 plateau (``Picker.tune``, what ``keras-ucaps evaluate
+--model`` does), written with the rest of its picking settings into WORK/model_NAME/thresholds.json: copy that
+file beside the model to use them. With --context the same seeds are also simulated with cellular context
+(`simulate --context`) and pooled with them: thresholds for tomograms of cells as well as of particles alone.
 """
 
 import subprocess
@@ -21,15 +22,20 @@ SEEDS = (95, 96, 97, 98)
 def main():
     arguments = [a for a in sys.argv[1:] if a != "--context"]
     context = "--context" in sys.argv[1:]
+    preset = "shrec"
+    if "--preset" in arguments:
+        at = arguments.index("--preset")
+        preset = arguments[at + 1]
+        del arguments[at:at + 2]
     if not arguments:
         raise SystemExit(__doc__)
     work, models = Path(arguments[0]), arguments[1:] or ["shrec-unet", "shrec-ucaps"]
-    sim = work / "sim"
+    sim = work / ("sim" if preset == "shrec" else f"sim_{preset}")
     names = [f"tune{seed}" for seed in SEEDS] + ([f"tune{seed}_context" for seed in SEEDS] if context else [])
     for name in names:
         if not (sim / f"{name}.mrc").is_file():
             seed = name[4:6]
-            subprocess.run([sys.executable, "-m", "keras_ucaps", "simulate", "--preset", "shrec", "--shape", "128",
+            subprocess.run([sys.executable, "-m", "keras_ucaps", "simulate", "--preset", preset, "--shape", "128",
                             "256", "256", "--seed", seed, "--name", name, "--out", str(sim),
                             *(["--context"] if name.endswith("_context") else [])],
                            check=True, capture_output=True)
