@@ -30,9 +30,10 @@ REGISTRY: dict[str, tuple[str, str]] = {
         "fine-tuned with negatives on a CPU (held-out macro F1 0.80 over four tomograms)",
     ),
     "invitro-unet": (
-        "bd1a66c82371c3a82c6f9af84be2a863a55705d58b8e636cbfeb55645eb395df",
+        "016b6964dd252277e1e747f65ee1fb09416ba20f50fdb1d2bb94a38e216502f5",
         "3D-UNet, proteasome 3j9i / ribosome 4v4r at 10 Å, trained on domain-randomised 'invitro' "
-        "simulations (held-out macro F1 0.98)",
+        "simulations and fine-tuned on simulations with cellular context (held-out macro F1 0.99 over four "
+        "tomograms, 0.92 with context)",
     ),
     "generalist-unet": (
         "4e37c15bd28eb7e4d9985a5724a16f16b93164c6e4c9826c0b1cd1c1ada49151",
