@@ -172,6 +172,18 @@ class Picker:
             scores["thresholds"] = threshold_sweep(tables[1], tables[0], self.classes, voxel_size, tolerance)
         return scores
 
+    def false_picks(self, picks, truth, *, voxel_size: float | None = None, tolerance: float = 0.5) -> ParticleTable:
+        """The picks :meth:`evaluate` counts false (matched to no true particle of their class), as a table:
+        ``keras-ucaps patches --negatives`` takes it, so that the next ``fit`` learns what not to pick."""
+        from keras_ucaps.evaluation.matching import false_picks
+        from keras_ucaps.io import FormatContext, read_particles
+
+        voxel_size = voxel_size or self.voxel_size
+        context = FormatContext(voxel_size=voxel_size, classes=self.classes)
+        picks, truth = (t if isinstance(t, ParticleTable) else read_particles(t, context=context)
+                        for t in (picks, truth))
+        return false_picks(truth, picks, self.classes, voxel_size, tolerance)
+
 
     def tune(self, volumes, truths, *, voxel_size: float | None = None, tolerance: float = 0.5,
              **predict_options) -> dict:

@@ -43,7 +43,7 @@ BASE = {
     "convert": "convert {ws}/sim/tomo_00_particles.csv {out}/picks.star --to relion4 --voxel-size 10 "
                "--classes {ws}/sim/classes.json --tomogram {ws}/sim/tomo_00.mrc",
     "evaluate": "evaluate {ws}/sim/tomo_00_particles.csv {ws}/picks.csv --classes {ws}/sim/classes.json "
-                "--voxel-size 10 --json {out}/scores.json --report {out}/report.png",
+                "--voxel-size 10 --json {out}/scores.json --report {out}/report.png --false-picks {out}/false.star",
     "export": "export {ws}/run --base {out}/served --name tiny",
     "fit": "fit --model unet --data {ws}/store.h5 --out {out}/run --epochs 1 --steps-per-epoch 1 "
            "--validation-steps 1 --batch-size 2 --filters 4,6,8",

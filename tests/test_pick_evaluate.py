@@ -207,6 +207,24 @@ def test_evaluate_model_records_the_fit_radius_and_density_weight_the_picks_were
         assert result.returncode == 2 and option in result.stderr
 
 
+def test_evaluate_writes_the_picks_it_counts_false_for_patches_negatives(tmp_path):
+    truth = ParticleTable.from_columns([[10, 10, 10], [30, 10, 10]], ["small"] * 2, "t")
+    write_particles(truth, tmp_path / "truth.csv")
+    # a hit, a second pick on the same particle, one far from any, one of another class on a "small" particle
+    picks = ParticleTable.from_columns([[10, 11, 10], [10, 10, 10], [50, 50, 10], [30, 10, 10]],
+                                       ["small", "small", "small", "large"], "t").replace(
+        score=np.array([0.9, 0.8, 0.7, 0.6]))
+    write_particles(picks, tmp_path / "picks.csv")
+    ClassRegistry.from_radii({"small": 30.0, "large": 60.0}).save(tmp_path / "classes.json")
+    result = run_cli("evaluate", tmp_path / "truth.csv", tmp_path / "picks.csv", "--voxel-size", "10",
+                     "--false-picks", tmp_path / "false.csv")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 3 false picks" in result.stdout
+    false = read_particles(tmp_path / "false.csv")
+    assert sorted(map(tuple, false.coords.round().tolist())) == [(10, 11, 10), (30, 10, 10), (50, 50, 10)]
+    assert sorted(false.class_name) == ["large", "small", "small"]
+
+
 def test_touching_large_particles_are_split_into_one_pick_each():
     classes = ClassRegistry.from_radii({"big": 60.0})
     truth = ParticleTable.from_columns([[14, 14, 14], [26, 14, 14], [20, 24, 14]], "big", "t")
@@ -495,3 +513,14 @@ def test_a_runs_density_weight_reaches_the_tomogram_through_predict_pick_and_pic
     result = run_cli("pick", tomo, "--model", run, "--out", tmp_path / "q.csv")
     assert result.returncode == 0, result.stderr
     assert read_particles(tmp_path / "q.csv").coords.tolist() == read_particles(tmp_path / "p.csv").coords.tolist()
+
+
+def test_picker_false_picks_are_the_ones_evaluate_counts():
+    import keras_ucaps
+
+    picker = keras_ucaps.load("shrec-unet")
+    truth = ParticleTable.from_columns([[10, 10, 10], [40, 10, 10]], ["1bxn", "4v94"], "t")
+    picks = ParticleTable.from_columns([[10, 10, 10], [60, 60, 10], [40, 10, 10]], ["1bxn", "1bxn", "3gl1"], "t")
+    false = picker.false_picks(picks, truth)
+    assert sorted(false.class_name) == ["1bxn", "3gl1"]
+    assert picker.evaluate(picks, truth)["micro"]["fp"] == len(false)

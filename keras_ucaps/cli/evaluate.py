@@ -37,12 +37,15 @@ from keras_ucaps.cli.common import FiniteFloat, reports_input_errors, voxel_size
 @click.option("--density-weight", default=None, type=FiniteFloat(min=0),
               help="With --model: the `pick --density-weight` the picks were made with, recorded in "
                    "thresholds.json for `pick` to use (default: the one the file already records, else none: 0).")
+@click.option("--false-picks", "false_picks_path", type=click.Path(path_type=Path),
+              help="Write the picks that match no true particle (any table format, by suffix): give them to "
+                   "`patches --negatives` so that the next `fit` learns what not to pick.")
 @click.option("--strict", is_flag=True,
               help="Fail (exit 2) instead of warning when the tables cannot be compared: tomograms named "
                    "differently, a truth label map that does not fit the truth table.")
 @reports_input_errors
 def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_path, truth_labels, predictions_dir,
-             tomogram, report_path, model_dir, strict, fit_radius=None, density_weight=None):
+             tomogram, report_path, model_dir, strict, fit_radius=None, density_weight=None, false_picks_path=None):
     """Match PREDICTED particles to TRUTH one-to-one per tomogram and class; print precision, recall, F1.
 
     Also prints the class confusion matrix (localise first, then compare labels)
@@ -55,7 +58,7 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
     from keras_ucaps.io.atomic import check_output
     from keras_ucaps.io.jsonfile import write_json
 
-    for output in (report_path, json_path):  # before any work or output: a path that cannot be written
+    for output in (report_path, json_path, false_picks_path):  # before any work or output: an unwritable path
         if output is not None:
             check_output(output)
     if model_dir is not None:
@@ -160,7 +163,13 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
         click.echo(f"wrote {Path(model_dir) / 'thresholds.json'}")
     from keras_ucaps.io.atomic import atomic_group
 
-    with atomic_group():  # the report and the JSON file both, or neither
+    with atomic_group():  # the report, the JSON file and the false picks all, or none
+        if false_picks_path is not None:
+            from keras_ucaps.evaluation.matching import false_picks
+            from keras_ucaps.io import write_particles
+
+            wrong = false_picks(truth_table, predicted_table, classes, voxel_size, tolerance)
+            write_particles(wrong, false_picks_path, context=context)
         if report_path is not None:
             from keras_ucaps.evaluation.report import render_report
 
@@ -175,6 +184,8 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
             write_json(json_path, scores)
     if report_path is not None:
         click.echo(f"wrote {report_path}")
+    if false_picks_path is not None:
+        click.echo(f"wrote {len(wrong)} false picks to {false_picks_path}")
 
 
 def _check_truth_map(labels, truth_table, classes, path, doubt) -> None:

@@ -87,6 +87,20 @@ def evaluate_tables(truth: ParticleTable, predicted: ParticleTable, classes: Cla
             "tolerance": tolerance, "beta": beta}
 
 
+def false_picks(truth: ParticleTable, predicted: ParticleTable, classes: ClassRegistry, voxel_size: float,
+                tolerance: float = 0.5) -> ParticleTable:
+    """The picks :func:`evaluate_tables` counts false: per tomogram and class, those left unmatched by the
+    one-to-one matching within ``tolerance`` × the class radius (in the order of ``predicted``)."""
+    false = np.zeros(len(predicted), bool)
+    for tomo in predicted.tomograms:
+        for cls in classes.classes:
+            rows = np.flatnonzero((predicted.tomo == tomo) & (predicted.class_name == cls.name))
+            t = truth.where(tomo=tomo, class_name=cls.name).coords
+            _, matched = match(t, predicted.coords[rows], tolerance * cls.radius / voxel_size)
+            false[np.delete(rows, matched)] = True
+    return predicted[false]
+
+
 def confusion_matrix(truth: ParticleTable, predicted: ParticleTable, classes: ClassRegistry, voxel_size: float,
                      tolerance: float = 0.5) -> dict:
     """Localise first, then compare labels.
