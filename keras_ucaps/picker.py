@@ -160,13 +160,9 @@ class Picker:
         f1}, "tomograms": …}``; with ``sweep``, also ``thresholds``: per class the best F1 over score thresholds
         and the threshold ``tune`` would choose (as ``keras-ucaps evaluate`` prints them)."""
         from keras_ucaps.evaluation.matching import evaluate_tables, threshold_sweep
-        from keras_ucaps.io import FormatContext, read_particles
 
         voxel_size = voxel_size or self.voxel_size
-        context = FormatContext(voxel_size=voxel_size, classes=self.classes)
-        tables = [t if isinstance(t, ParticleTable) else read_particles(t, context=context) for t in (picks, truth)]
-        for table, source in zip(tables, ("picks", "truth"), strict=True):
-            self.classes.check_names(table.class_name, source)
+        tables = self._tables(picks, truth, voxel_size)
         scores = evaluate_tables(tables[1], tables[0], self.classes, voxel_size, tolerance, beta)
         if sweep:
             scores["thresholds"] = threshold_sweep(tables[1], tables[0], self.classes, voxel_size, tolerance)
@@ -176,14 +172,20 @@ class Picker:
         """The picks :meth:`evaluate` counts false (matched to no true particle of their class), as a table:
         ``keras-ucaps patches --negatives`` takes it, so that the next ``fit`` learns what not to pick."""
         from keras_ucaps.evaluation.matching import false_picks
-        from keras_ucaps.io import FormatContext, read_particles
 
         voxel_size = voxel_size or self.voxel_size
-        context = FormatContext(voxel_size=voxel_size, classes=self.classes)
-        picks, truth = (t if isinstance(t, ParticleTable) else read_particles(t, context=context)
-                        for t in (picks, truth))
+        picks, truth = self._tables(picks, truth, voxel_size)
         return false_picks(truth, picks, self.classes, voxel_size, tolerance)
 
+    def _tables(self, picks, truth, voxel_size: float) -> list[ParticleTable]:
+        """``picks`` and ``truth`` as tables (files read at ``voxel_size``), their class names checked."""
+        from keras_ucaps.io import FormatContext, read_particles
+
+        context = FormatContext(voxel_size=voxel_size, classes=self.classes)
+        tables = [t if isinstance(t, ParticleTable) else read_particles(t, context=context) for t in (picks, truth)]
+        for table, source in zip(tables, ("picks", "truth"), strict=True):
+            self.classes.check_names(table.class_name, source)
+        return tables
 
     def tune(self, volumes, truths, *, voxel_size: float | None = None, tolerance: float = 0.5,
              **predict_options) -> dict:
