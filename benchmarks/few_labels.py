@@ -9,10 +9,11 @@ tomograms as a user's would be. For each count N a training set holds about N pa
 particle in its tomograms annotated: `simulate --particles` caps how many are placed); the test set is two
 tomograms of the same settings at the simulator's default crowding, never trained on.
 
-For each start (a bundled model's name: fine-tuning, `fit --init-weights`; ``scratch-ARCH``: `fit --from-scratch`)
-and each count, one `fit` with the defaults a user gets (batch 2, learning rate 1e-4; epochs of --steps steps so
-that the time axis is fine, every epoch's model kept) runs until its training time (history.csv's
-``train_seconds``: training and validation, wall time) passes the last of --minutes. For each minute mark the
+For each start (a bundled model's name or a run folder: `fit --init-weights`; ``scratch-ARCH``: `fit --from-scratch`)
+and each count, one `fit` with the defaults a user gets (batch 2, learning rate 1e-4, `--mixed-precision auto`:
+bfloat16 on a CPU with AMX, else float32; epochs of --steps steps so that the time axis is fine, every epoch's
+model kept) runs until its training time (history.csv's ``train_seconds``: training and validation, wall time)
+passes the last of --minutes. For each minute mark the
 model of the last epoch completed by then picks the test tomograms with its own picking settings (a new class
 head has no tuned thresholds: the picker's defaults) and is scored by `evaluate`'s matching: macro F1 over the
 four classes, per class, and the epoch and seconds it stood at. ``tuned`` scores the same model once more with
@@ -102,7 +103,7 @@ def history(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def train(run: Path, data: Path, start: str, seconds: float, steps: int, env) -> None:
+def train(run: Path, data: Path, start: str, seconds: float, steps: int, precision: str, env) -> None:
     """`fit` from ``start`` until its history passes ``seconds`` of training (killed then; the run stays)."""
     rows = history(run)
     if rows and float(rows[-1]["train_seconds"]) >= seconds:
@@ -115,7 +116,7 @@ def train(run: Path, data: Path, start: str, seconds: float, steps: int, env) ->
         command = cli("fit", "--out", run, "--epochs", 10000, "--save-every", 1, "--resume")
     else:
         command = cli("fit", "--data", data, "--out", run, *how, "--epochs", 10000, "--patience", 10000,
-                      "--steps-per-epoch", steps, "--validation-steps", 10, "--mixed-precision", "off",
+                      "--steps-per-epoch", steps, "--validation-steps", 10, "--mixed-precision", precision,
                       "--save-every", 1)
     with open(run.parent / f"{run.name}.log", "a") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -180,10 +181,14 @@ def main():
                         / "templates_10A", help="folder of the held-out maps (NAME.mrc at 10 Å)")
     parser.add_argument("--counts", type=int, nargs="+", default=[10, 30, 100, 300])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 15])
-    parser.add_argument("--starts", nargs="+", default=["generalist-unet", "scratch-unet"])
+    parser.add_argument("--starts", nargs="+", default=["generalist-unet", "scratch-unet"],
+                        help="bundled models' names, run folders (fit --init-weights) or scratch-ARCH")
     parser.add_argument("--steps", type=int, default=20, help="training steps per epoch (the time axis' grain)")
     parser.add_argument("--negatives", action="store_true",
                         help="stores with background patches on crowding proteins and context structures")
+    parser.add_argument("--mixed-precision", choices=("auto", "off", "bf16"), default="auto",
+                        help="fit's --mixed-precision (auto: bfloat16 on a CPU with AMX, else float32); run "
+                             "folders of off and bf16 end in _float32 and _bf16")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     work, env = working_folder(args.work)
@@ -197,9 +202,11 @@ def main():
     for count in args.counts:
         data = store(work, args.maps, count, env, args.negatives)
         for start in args.starts:
-            run = work / (f"{start}_n{count}_negatives" if args.negatives else f"{start}_n{count}")
-            label = f"{start} + negatives" if args.negatives else start
-            train(run, data, start, 60 * max(args.minutes), args.steps, env)
+            run = work / (f"{Path(start).name}_n{count}" + ("_negatives" if args.negatives else "")
+                          + {"auto": "", "off": "_float32", "bf16": "_bf16"}[args.mixed_precision])
+            train(run, data, start, 60 * max(args.minutes), args.steps, args.mixed_precision, env)
+            precision = json.loads((run / "config.json").read_text()).get("precision", "float32")
+            label = f"{Path(start).name}{' + negatives' if args.negatives else ''}, {precision}"
             rows = history(run)
             for minutes in args.minutes:
                 done = [r for r in rows if float(r["train_seconds"]) <= 60 * minutes + 1e-6]
@@ -210,7 +217,7 @@ def main():
                 model = run / "epochs" / f"{epoch:02d}"
                 result = cached_score(model, work, "few_labels_score")
                 tuned = cached_score(model, work, "few_labels_tuned", validation_tomograms(work, count, data))
-                entry = {"start": start, "count": count, "negatives": args.negatives,
+                entry = {"start": Path(start).name, "count": count, "negatives": args.negatives, "precision": precision,
                          "annotated": annotated(work, count), "minutes": minutes,
                          "epoch": epoch, "train_seconds": float(done[-1]["train_seconds"]), **result,
                          "tuned": tuned}
@@ -221,7 +228,7 @@ def main():
     if args.json:  # merged with an earlier call's results (another start, count or minute mark)
         if args.json.is_file():
             def key(r):
-                return r["start"], r["count"], r.get("negatives", False), r["minutes"]
+                return r["start"], r["count"], r.get("negatives", False), r.get("precision", "float32"), r["minutes"]
 
             new = {key(r) for r in results["runs"]}
             kept = [r for r in json.loads(args.json.read_text())["runs"] if key(r) not in new]

@@ -174,16 +174,42 @@ def test_architecture_and_sampling_options_reach_the_run(tmp_path, store, one_ep
     assert not (tmp_path / "x").exists()
 
 
-def test_auto_precision_is_float32_on_a_cpu():
-    # bfloat16 on a CPU without bf16 instructions is emulated: a UNet train step ran 10× slower than in float32
-    # on the AVX2 development machine, and slower in float32 on the AVX-512 one too (README, model speed table)
+def test_auto_precision_on_a_cpu_is_bfloat16_only_with_amx(monkeypatch):
+    # bfloat16 on a CPU without bf16 tiles is emulated: a UNet train step ran 10× slower than in float32 on the
+    # AVX2 development machine; with AMX it ran 3× faster (benchmarks/RESULTS.md, model speed)
     import tensorflow as tf
 
-    from keras_ucaps.training.fit import precision_policy
+    from keras_ucaps.training import fit
 
     assert not tf.config.list_physical_devices("GPU")
-    assert precision_policy("auto") == "float32"
-    assert precision_policy("bf16") == "mixed_bfloat16" and precision_policy("fp16") == "mixed_float16"
+    amx = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+    avx512 = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n"
+    assert fit.cpu_multiplies_bfloat16(amx) and not fit.cpu_multiplies_bfloat16(avx512)
+    assert not fit.cpu_multiplies_bfloat16("model name\t: amx_bf16 in a name, not a flag\n")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # bf16 tiles are reached through oneDNN
+    assert not fit.cpu_multiplies_bfloat16(amx)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    for has_amx, policy in ((True, "mixed_bfloat16"), (False, "float32")):
+        monkeypatch.setattr(fit, "cpu_multiplies_bfloat16", lambda has_amx=has_amx: has_amx)
+        assert fit.precision_policy("auto") == policy
+    assert fit.precision_policy("off") == "float32"
+    assert fit.precision_policy("bf16") == "mixed_bfloat16" and fit.precision_policy("fp16") == "mixed_float16"
+
+
+def test_a_bfloat16_run_gives_back_the_callers_policy_and_saves_a_float32_model(tmp_path, store):
+    """A run under mixed bfloat16 left it as Keras' global policy: every model the caller built afterwards ran in
+    bfloat16. Its saved model carries no precision: it loads in float32 (16x slower on a CPU without AMX)."""
+    import keras
+
+    from keras_ucaps.training.fit import FitSettings, fit
+
+    assert keras.mixed_precision.global_policy().name == "float32"
+    fit(FitSettings(model="unet", data=str(store), out=str(tmp_path / "run"), epochs=1, batch_size=2,
+                    steps_per_epoch=1, validation_steps=1, mixed_precision="bf16",
+                    model_options={"filters": [4, 6, 8], "bottom_convs": 1}), verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = keras.saving.load_model(tmp_path / "run" / "weights_best.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
 
 
 @pytest.fixture(scope="module")

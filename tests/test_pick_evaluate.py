@@ -10,6 +10,7 @@ from conftest import metadata, run_cli
 
 from keras_ucaps.classes import ClassRegistry
 from keras_ucaps.data.targets import sphere_targets
+from keras_ucaps.errors import InputError
 from keras_ucaps.evaluation.matching import evaluate_tables, match
 from keras_ucaps.io import ParticleTable, read_particles, write_particles, write_volume
 from keras_ucaps.picking.cluster import default_min_size, pick_particles, suppress_duplicates
@@ -524,3 +525,14 @@ def test_picker_false_picks_are_the_ones_evaluate_counts():
     false = picker.false_picks(picks, truth)
     assert sorted(false.class_name) == ["1bxn", "3gl1"]
     assert picker.evaluate(picks, truth)["micro"]["fp"] == len(false)
+
+
+def test_picker_false_picks_refuses_a_class_the_model_does_not_know():
+    """A pick of a class the model has never heard of was dropped without a word, as if it were not false."""
+    import keras_ucaps
+
+    picker = keras_ucaps.load("shrec-unet")
+    truth = ParticleTable.from_columns([[10, 10, 10]], ["1bxn"], "t")
+    picks = ParticleTable.from_columns([[10, 10, 10], [60, 60, 10]], ["1bxn", "ribosome"], "t")
+    with pytest.raises(InputError, match="picks.*ribosome"):
+        picker.false_picks(picks, truth)
