@@ -34,11 +34,13 @@ thresholds, tools/tune_thresholds.py): macro F1 per seed, mean ± standard devia
 --tile and --overlap pass predict's.
 
     python benchmarks/accuracy.py --seeds 99 100 101 102 --context --models shrec-unet,shrec-ucaps
+    python benchmarks/accuracy.py --preset full --seeds 99 100 101 102 --context --models MODEL --apart 1s3x,3qm1
 
 The cellular test set: the same seeds simulated with `simulate --context` (membranes, filaments, gold,
 contamination, an edge, uneven ice, alignment errors and dose, drawn per seed), in seedNN_context/; compare
 with the run without --context (the same particles' settings, the same seeds). benchmarks/false_picks.py then
-says how many false picks lie on the context structures.
+says how many false picks lie on the context structures. --apart names classes (the `full` preset's tiny 1s3x
+and 3qm1) reported on their own beside the macro F1 of the rest.
 """
 
 import argparse
@@ -163,7 +165,7 @@ def heldout_seeds(args, work, env):
     models = [m for m in args.models.split(",") if m]
     options = [*(["--tile", args.tile] if args.tile is not None else []),
                *(["--overlap", args.overlap] if args.overlap is not None else [])]  # as printed
-    table = {}
+    table, located = {}, {}
     suffix = "_context" if args.context else ""
     for seed in args.seeds:
         folder = work / f"seed{seed}{suffix}"
@@ -175,7 +177,10 @@ def heldout_seeds(args, work, env):
             scores = pick_and_score(folder, model, args.tile, args.overlap)
             table.setdefault(model, {})[seed] = scores
             f1 = {c: round(v["f1"], 3) for c, v in scores.items()}
-            print(f"{model} | seed {seed} | macro F1 {sum(f1.values()) / len(f1):.3f} | {f1} | "
+            found = json.loads((folder / f"{maps_name(model, options)}_scores.json").read_text())["localisation"]
+            located.setdefault(model, {})[seed] = found["f1"]
+            print(f"{model} | seed {seed} | macro F1 {sum(f1.values()) / len(f1):.3f} | any class "
+                  f"{found['f1']:.3f} | {f1} | "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; '{args.preset}' preset {tuple(args.shape)}"
           + (", with cellular context" if args.context else "")
@@ -190,6 +195,22 @@ def heldout_seeds(args, work, env):
         per_class = " / ".join(f"{statistics.mean(rows[s][c]['f1'] for s in args.seeds):.2f}" for c in classes)
         print(f"| `{model}` | " + " | ".join(f"{m:.3f}" for m in macro)
               + f" | {statistics.mean(macro):.3f} ± {spread:.3f} | {per_class} |")
+    apart = [c for c in args.apart.split(",") if c] if args.apart else []
+    for model, rows in table.items():
+        rest = [c for c in classes if c not in apart]
+        if not apart or not rest:
+            continue
+        macro = [statistics.mean(rows[s][c]["f1"] for c in rest) for s in args.seeds]
+        spread = statistics.stdev(macro) if len(macro) > 1 else 0.0
+        print(f"`{model}` without {', '.join(apart)}: " + " / ".join(f"{m:.3f}" for m in macro)
+              + f", {statistics.mean(macro):.3f} ± {spread:.3f}; "
+              + ", ".join(f"{c} {statistics.mean(rows[s][c]['f1'] for s in args.seeds):.3f}"
+                          for c in apart if c in classes))
+    for model, rows in located.items():
+        found = [rows[s] for s in args.seeds]
+        spread = statistics.stdev(found) if len(found) > 1 else 0.0
+        print(f"`{model}` localisation F1 (a particle found, whatever its class): "
+              + " / ".join(f"{f:.3f}" for f in found) + f", {statistics.mean(found):.3f} ± {spread:.3f}")
     by_seed = {m: {str(s): v for s, v in r.items()} for m, r in table.items()}
     (work / f"seeds{suffix}.json").write_text(json.dumps(by_seed, indent=2))
 
@@ -241,11 +262,14 @@ def main():
                         help="With --seeds: the cellular test set (the seeds simulated with --context)")
     parser.add_argument("--tile", type=int, default=None, help="With --seeds: predict --tile")
     parser.add_argument("--overlap", type=int, default=None, help="With --seeds: predict --overlap")
+    parser.add_argument("--apart", default=None,
+                        help="With --seeds: comma-separated classes (e.g. the tiny 1s3x,3qm1) also reported on their "
+                             "own, beside the macro F1 of the others")
     args = parser.parse_args()
     if (args.tile is not None or args.overlap is not None) and not args.seeds:
         parser.error("--tile and --overlap apply with --seeds only")
-    if args.context and not args.seeds:
-        parser.error("--context applies with --seeds only")
+    if (args.context or args.apart) and not args.seeds:
+        parser.error("--context and --apart apply with --seeds only")
     work, env = working_folder(args.work)
     if args.shifted:
         return shifted(args, work, env)

@@ -157,7 +157,8 @@ class Picker:
         keras-ucaps reads), matched one-to-one per tomogram and class within ``tolerance`` × the class radius.
         ``voxel_size``: Å per voxel of the grid their coordinates refer to (default: the model's). Returns
         ``{"classes": {name: {tp, fp, fn, precision, recall, f1}}, "micro": …, "macro": {precision, recall,
-        f1}, "tomograms": …}``; with ``sweep``, also ``thresholds``: per class the best F1 over score thresholds
+        f1}, "localisation": … (particles found whatever class the picks name), "tomograms": …}``; with
+        ``sweep``, also ``thresholds``: per class the best F1 over score thresholds
         and the threshold ``tune`` would choose (as ``keras-ucaps evaluate`` prints them)."""
         from keras_ucaps.evaluation.matching import evaluate_tables, threshold_sweep
 

@@ -112,6 +112,9 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
         click.echo(line + (f" {s[fb]:6.3f}" if beta != 1 else ""))
     m = scores["macro"]
     click.echo(f"{'macro':>12} {'':>6} {'':>6} {'':>6} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f}")
+    found = scores["localisation"]
+    click.echo(f"{'any class':>12} {found['tp']:6d} {found['fp']:6d} {found['fn']:6d} {found['precision']:9.3f} "
+               f"{found['recall']:7.3f} {found['f1']:6.3f}  (localisation: a particle found, whatever its class)")
 
     from keras_ucaps.evaluation.matching import confusion_matrix, shrec_counts, threshold_sweep
 

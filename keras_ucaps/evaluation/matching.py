@@ -66,7 +66,9 @@ def match(truth: np.ndarray, predicted: np.ndarray, max_distance: float,
 
 def evaluate_tables(truth: ParticleTable, predicted: ParticleTable, classes: ClassRegistry, voxel_size: float,
                     tolerance: float = 0.5, beta: float = 1.0) -> dict:
-    """Per-class and averaged TP, FP, FN, precision, recall, F1 and F-beta over all tomograms."""
+    """Per-class and averaged TP, FP, FN, precision, recall, F1 and F-beta over all tomograms, and
+    ``localisation``: the same counts for finding particles whatever class a pick names (SHREC'19's localisation
+    score; one to one, within ``tolerance`` × the true particle's radius, as :func:`confusion_matrix`)."""
     per_class = {c.name: Counts() for c in classes.classes}
     per_tomogram = {}
     for tomo in sorted(set(truth.tomograms) | set(predicted.tomograms)):
@@ -83,8 +85,12 @@ def evaluate_tables(truth: ParticleTable, predicted: ParticleTable, classes: Cla
         total += counts
     classes_out = {name: c.as_dict(beta) for name, c in per_class.items()}
     macro = {k: float(np.mean([v[k] for v in classes_out.values()])) for k in ("precision", "recall", "f1")}
-    return {"classes": classes_out, "micro": total.as_dict(beta), "macro": macro, "tomograms": per_tomogram,
-            "tolerance": tolerance, "beta": beta}
+    confusion = confusion_matrix(truth, predicted, classes, voxel_size, tolerance)
+    found = Counts(tp=sum(n for row in confusion["matrix"].values() for p, n in row.items() if p != "missed"),
+                   fp=sum(confusion["false"].values()),
+                   fn=sum(row["missed"] for row in confusion["matrix"].values()))
+    return {"classes": classes_out, "micro": total.as_dict(beta), "macro": macro, "localisation": found.as_dict(beta),
+            "tomograms": per_tomogram, "tolerance": tolerance, "beta": beta}
 
 
 def false_picks(truth: ParticleTable, predicted: ParticleTable, classes: ClassRegistry, voxel_size: float,
