@@ -4,7 +4,8 @@ or elsewhere.
     python benchmarks/false_picks.py WORK [--models shrec-unet,shrec-ucaps] [--near 1] [--context-near 3]
 
 WORK is a folder of `benchmarks/accuracy.py --seeds ... --work WORK` (its seedNN/ folders, each with the
-simulation's tomo_particles.csv and tomo_distractors.csv, and each model's NAME_picks.csv and NAME_scores.json).
+simulation's tomo_particles.csv and tomo_distractors.csv, and each model's NAME_picks.csv and NAME_scores.json;
+folders without picks of every model are left out, and named).
 Per model and class, summed over the seeds: the false picks `evaluate` counted (one-to-one matching within 0.5 ×
 the class radius); of the picks with no particle of their class within that tolerance, those within --near ×
 the class radius (default 1) of a crowding particle, else of a particle of another class, else elsewhere; the
@@ -41,14 +42,20 @@ def main():
     from scipy import ndimage
 
     from keras_ucaps.io import read_volume
-    seeds = sorted(args.work.glob("seed*/tomo_distractors.csv"))
+    models = args.models.split(",")
+    found = sorted(args.work.glob("seed*/tomo_distractors.csv"))
+    seeds = [p for p in found if all((p.parent / f"{maps_name(m)}_picks.csv").is_file() for m in models)]
     if not seeds:
-        raise SystemExit(f"{args.work}: holds no seedNN/tomo_distractors.csv (run benchmarks/accuracy.py --seeds)")
+        raise SystemExit(f"{args.work}: holds no seedNN/ folder with picks of {', '.join(models)} (run "
+                         "benchmarks/accuracy.py --seeds ... --models ... --work WORK)")
+    if len(seeds) < len(found):
+        print("left out, without picks of every model: "
+              + ", ".join(p.parent.name for p in found if p not in seeds))
     import keras_ucaps
 
     # the radii evaluate scored with: the model's own (the simulation's classes.json may differ, as invitro-unet's
     # radii were measured in its training tomogram), else a negative count of second picks
-    registries = {model: keras_ucaps.load(model).classes for model in args.models.split(",")}
+    registries = {model: keras_ucaps.load(model).classes for model in models}
     counts, density = {}, {}
     for distractors_path in seeds:
         folder = distractors_path.parent
@@ -59,7 +66,7 @@ def main():
         if (folder / "tomo_context.mrc").is_file():
             labels = np.asarray(read_volume(folder / "tomo_context.mrc").data)
             near_context = ndimage.distance_transform_edt(labels == 0) <= args.context_near
-        for model in args.models.split(","):
+        for model in models:
             if near_context is not None:
                 seen = density.setdefault(model, [0, 0, 0, 0])
                 seen[2] += int(near_context.sum())
