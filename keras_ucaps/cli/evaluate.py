@@ -116,9 +116,9 @@ def evaluate(truth, predicted, classes_path, voxel_size, tolerance, beta, json_p
     click.echo(f"{'any class':>12} {found['tp']:6d} {found['fp']:6d} {found['fn']:6d} {found['precision']:9.3f} "
                f"{found['recall']:7.3f} {found['f1']:6.3f}  (localisation: a particle found, whatever its class)")
 
-    from keras_ucaps.evaluation.matching import confusion_matrix, shrec_counts, threshold_sweep
+    from keras_ucaps.evaluation.matching import shrec_counts, threshold_sweep
 
-    confusion = scores["confusion"] = confusion_matrix(truth_table, predicted_table, classes, voxel_size, tolerance)
+    confusion = scores["confusion"]
     names = classes.names
     click.echo("\nconfusion (rows: truth, columns: picked as)")
     click.echo(f"{'':>12} " + " ".join(f"{n:>8}" for n in [*names, "missed"]))

@@ -68,7 +68,8 @@ def evaluate_tables(truth: ParticleTable, predicted: ParticleTable, classes: Cla
                     tolerance: float = 0.5, beta: float = 1.0) -> dict:
     """Per-class and averaged TP, FP, FN, precision, recall, F1 and F-beta over all tomograms, and
     ``localisation``: the same counts for finding particles whatever class a pick names (SHREC'19's localisation
-    score; one to one, within ``tolerance`` × the true particle's radius, as :func:`confusion_matrix`)."""
+    score; one to one, within ``tolerance`` × the true particle's radius) from ``confusion``, the
+    :func:`confusion_matrix`."""
     per_class = {c.name: Counts() for c in classes.classes}
     per_tomogram = {}
     for tomo in sorted(set(truth.tomograms) | set(predicted.tomograms)):
@@ -90,7 +91,7 @@ def evaluate_tables(truth: ParticleTable, predicted: ParticleTable, classes: Cla
                    fp=sum(confusion["false"].values()),
                    fn=sum(row["missed"] for row in confusion["matrix"].values()))
     return {"classes": classes_out, "micro": total.as_dict(beta), "macro": macro, "localisation": found.as_dict(beta),
-            "tomograms": per_tomogram, "tolerance": tolerance, "beta": beta}
+            "confusion": confusion, "tomograms": per_tomogram, "tolerance": tolerance, "beta": beta}
 
 
 def false_picks(truth: ParticleTable, predicted: ParticleTable, classes: ClassRegistry, voxel_size: float,
